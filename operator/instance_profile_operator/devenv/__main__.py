@@ -1,0 +1,143 @@
+"""``python -m instance_profile_operator.devenv {build,up,down,demo}``.
+
+``up`` starts a detached supervisor that owns etcd, kube-apiserver and moto (each dies with
+it) and returns once all are ready; ``down`` stops the supervisor and removes the state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import build
+from .cluster import DevEnv, Endpoints, wait_until
+from .seed import seed
+
+READY_MARKER = "ready"
+PID_FILE = "supervisor.pid"
+INSTANCES_FILE = "instances.json"
+CREATED = ("kubeconfig", "aws.env", "devenv.json", INSTANCES_FILE, READY_MARKER, PID_FILE,
+           "audit-policy.yaml", "pki", "etcd", "logs")
+
+
+def supervise(directory: Path) -> int:
+    """Run the environment until SIGTERM/SIGINT or until one of its processes dies."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    env = DevEnv(directory)
+    try:
+        endpoints = env.start()
+        instances = seed(endpoints.ec2_endpoint_url, endpoints.region)
+        (directory / INSTANCES_FILE).write_text(json.dumps(instances, indent=2) + "\n")
+        (directory / READY_MARKER).touch()
+        while not stop.wait(1.0):
+            dead = [name for name, p in env.processes.items() if p.poll() is not None]
+            if dead:
+                print(f"devenv: {', '.join(dead)} exited; stopping the environment", file=sys.stderr, flush=True)
+                return 1
+        return 0
+    finally:
+        env.stop()
+        (directory / READY_MARKER).unlink(missing_ok=True)
+
+
+def up(directory: Path, timeout: float) -> int:
+    directory = directory.resolve()
+    if (directory / PID_FILE).exists():
+        print(f"an environment already runs in {directory}; run 'down' first", file=sys.stderr)
+        return 1
+    build.ensure_built()
+    (directory / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(directory / "logs" / "supervisor.log", "ab") as log:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "instance_profile_operator.devenv", "_supervise", "--dir", str(directory)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    (directory / PID_FILE).write_text(f"{supervisor.pid}\n")
+    try:
+        wait_until(lambda: (directory / READY_MARKER).exists(), timeout, "the environment", {"supervisor": supervisor})
+    except BaseException as error:  # Ctrl-C included: never leave a half-started environment
+        _stop_supervisor(directory)
+        print(f"devenv failed: {error}; logs in {directory / 'logs'}", file=sys.stderr)
+        return 1
+    endpoints = Endpoints.load(directory)
+    instances = json.loads((directory / INSTANCES_FILE).read_text())
+    print(f"ready in {time.monotonic() - started:.1f} s")
+    print(f"  export KUBECONFIG={endpoints.kubeconfig}")
+    print(f"  source {endpoints.aws_env}")
+    print(f"  export PATH={endpoints.bin_dir}:$PATH   # kubectl {build.KUBERNETES_VERSION}")
+    print(f"  instances: {', '.join(f'{name}={iid}' for name, iid in instances.items())}")
+    return 0
+
+
+def _stop_supervisor(directory: Path, timeout: float = 20.0) -> None:
+    pid_file = directory / PID_FILE
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)  # its children follow through PDEATHSIG
+    except ProcessLookupError:
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def down(directory: Path) -> int:
+    directory = directory.resolve()
+    _stop_supervisor(directory)
+    for name in CREATED:
+        path = directory / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if directory.exists() and not any(directory.iterdir()):
+        directory.rmdir()
+    print(f"stopped and removed {directory}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m instance_profile_operator.devenv", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="build kube-apiserver, kubectl and etcd if missing")
+    for name, text in (("up", "start the environment in the background"), ("down", "stop it and remove its state"),
+                       ("_supervise", argparse.SUPPRESS)):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, aws.env, logs)")
+        if name == "up":
+            sub.add_argument("--timeout", type=float, default=120.0)
+    demo_parser = commands.add_parser("demo", help="environment + CRD + operator + examples, in the foreground")
+    demo_parser.add_argument("--dir", type=Path, default=None, help="state directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(build.ensure_built())
+        return 0
+    if args.command == "up":
+        return up(args.dir, args.timeout)
+    if args.command == "down":
+        return down(args.dir)
+    if args.command == "_supervise":
+        return supervise(args.dir.resolve())
+    from .demo import demo
+
+    return demo(args.dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
