@@ -1,0 +1,141 @@
+"""The EC2 gateway: the five calls the operator makes, async, with errors classified.
+
+boto3 is synchronous, so calls run on a small dedicated thread pool and the event loop never
+blocks. We chose that over an async botocore (aiobotocore) on purpose: aiobotocore pins exact
+botocore releases, which couples the operator's boto3 to another project's release cadence,
+while the operator's EC2 call rate is bounded by EC2's own API limits, for which a handful of
+threads is plenty. boto3 clients are thread-safe; one is kept per region.
+
+Throttling is respected twice: botocore's ``adaptive`` retry mode retries throttled and 5xx
+calls with backoff and slows the client's send rate down (a token bucket fed by throttle
+responses), and the pool size caps concurrent calls per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Iterable
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from .faults import classify, unreachable
+from .model import Association, AssociationState, InstanceState, ProfileRef
+
+MAX_FILTER_VALUES = 200  # EC2's limit on the values of one filter
+
+_LIVE_FIRST = {
+    AssociationState.ASSOCIATED: 0,
+    AssociationState.ASSOCIATING: 1,
+    AssociationState.DISASSOCIATING: 2,
+}
+
+
+def chunks(items: list[str], size: int = MAX_FILTER_VALUES) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def current_associations(items: Iterable[Association]) -> dict[str, Association]:
+    """The one association that matters per instance: live ones win over leaving ones;
+    ``disassociated`` records are history."""
+    best: dict[str, Association] = {}
+    for item in items:
+        if item.state is AssociationState.DISASSOCIATED:
+            continue
+        kept = best.get(item.instance_id)
+        if kept is None or _LIVE_FIRST[item.state] < _LIVE_FIRST[kept.state]:
+            best[item.instance_id] = item
+    return best
+
+
+class Ec2Gateway:
+    def __init__(self, max_concurrency: int = 8, max_attempts: int = 5, session: boto3.Session | None = None):
+        self._session = session or boto3.Session()
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ec2")
+        self._config = botocore.config.Config(
+            retries={"mode": "adaptive", "max_attempts": max_attempts},
+            connect_timeout=5,
+            read_timeout=20,
+            max_pool_connections=max_concurrency,
+            user_agent_extra="instance-profile-operator",
+        )
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.calls: dict[str, int] = {}  # per operation, for metrics and benchmarks
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _client(self, region: str) -> Any:
+        with self._lock:  # boto3 sessions are not thread-safe; clients are
+            if region not in self._clients:
+                self._clients[region] = self._session.client("ec2", region_name=region, config=self._config)
+            return self._clients[region]
+
+    def _invoke(self, region: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return getattr(self._client(region), operation)(**params)
+        except botocore.exceptions.ClientError as error:
+            details = error.response.get("Error", {})
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            raise classify(details.get("Code", "Unknown"), details.get("Message", ""), status) from None
+        except (botocore.exceptions.BotoCoreError, OSError) as error:
+            raise unreachable(error) from None
+
+    async def _call(self, region: str, operation: str, **params: Any) -> dict[str, Any]:
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self._invoke, region, operation, params))
+
+    async def _pages(self, region: str, operation: str, instance_ids: Iterable[str]) -> AsyncIterator[dict[str, Any]]:
+        """Every page of ``operation`` filtered by instance ID, 200 IDs per call."""
+        for batch in chunks(sorted(set(instance_ids))):
+            params: dict[str, Any] = {"Filters": [{"Name": "instance-id", "Values": batch}]}
+            while True:
+                page = await self._call(region, operation, **params)
+                yield page
+                if not page.get("NextToken"):
+                    break
+                params["NextToken"] = page["NextToken"]
+
+    async def describe_associations(self, region: str, instance_ids: Iterable[str]) -> dict[str, Association]:
+        """The current association of each instance that has one."""
+        found = [
+            Association.from_aws(item)
+            async for page in self._pages(region, "describe_iam_instance_profile_associations", instance_ids)
+            for item in page.get("IamInstanceProfileAssociations", [])
+        ]
+        return current_associations(found)
+
+    async def describe_instance_states(self, region: str, instance_ids: Iterable[str]) -> dict[str, InstanceState]:
+        """State per instance; instances EC2 does not know are NOT_FOUND."""
+        instance_ids = list(instance_ids)
+        states = {instance_id: InstanceState.NOT_FOUND for instance_id in instance_ids}
+        async for page in self._pages(region, "describe_instances", instance_ids):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    states[instance["InstanceId"]] = InstanceState(instance["State"]["Name"])
+        return states
+
+    async def associate(self, region: str, instance_id: str, profile: ProfileRef) -> Association:
+        response = await self._call(
+            region, "associate_iam_instance_profile", InstanceId=instance_id, IamInstanceProfile=profile.as_request()
+        )
+        return Association.from_aws(response["IamInstanceProfileAssociation"])
+
+    async def replace(self, region: str, association_id: str, profile: ProfileRef) -> Association:
+        response = await self._call(
+            region, "replace_iam_instance_profile_association",
+            AssociationId=association_id, IamInstanceProfile=profile.as_request(),
+        )
+        return Association.from_aws(response["IamInstanceProfileAssociation"])
+
+    async def disassociate(self, region: str, association_id: str) -> Association:
+        response = await self._call(region, "disassociate_iam_instance_profile", AssociationId=association_id)
+        return Association.from_aws(response["IamInstanceProfileAssociation"])
+

@@ -1,0 +1,75 @@
+"""The kopf wiring: watch events feed the controller; the finalizer runs its deletion.
+
+kopf owns the watch (list, watch, reconnects), the finalizer and the operator's lifecycle.
+Reconciliation runs in the controller's own work queue rather than in kopf's per-change
+handlers, so that one batched observer can feed every binding and a binding's retries follow
+its own capped backoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from .api import FINALIZER, GROUP, PLURAL, VERSION
+from .controller import Controller, RetryLater
+from .ec2 import Ec2Gateway
+from .kube import KubeWriter, load_api_client
+from .settings import Settings
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.posting.enabled = False  # the controller records aggregated Events of its own
+    settings.scanning.disabled = True  # no cluster-wide CRD/namespace watch: less RBAC
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+def build_registry(config: Settings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    holder: dict[str, Controller] = {}
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)  # in-cluster or KUBECONFIG, as the status writer
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings)
+        gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts)
+        writer = KubeWriter(load_api_client())
+        holder["controller"] = controller = Controller(config, gateway, writer)
+        await controller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        await holder["controller"].stop()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def watched(type: str | None, body: kopf.Body, **_: Any) -> None:
+        holder["controller"].on_event(type, body)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
+        try:
+            await holder["controller"].finalize(body, retry)
+        except RetryLater as later:
+            raise kopf.TemporaryError(str(later), delay=later.delay) from None
+
+    @kopf.on.probe(id="bindings", registry=registry)
+    def bindings(**_: Any) -> int:
+        return len(holder["controller"].registry)
+
+    @kopf.on.probe(id="ec2_calls", registry=registry)
+    def ec2_calls(**_: Any) -> dict[str, int]:
+        return dict(holder["controller"].gateway.calls)
+
+    @kopf.on.probe(id="status_patches", registry=registry)
+    def status_patches(**_: Any) -> int:
+        return holder["controller"].writer.status_patches
+
+    return registry

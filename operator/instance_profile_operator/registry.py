@@ -1,0 +1,87 @@
+"""The bindings the operator knows of, fed by the watch, indexed by the instance they name.
+
+It answers who owns an instance when several bindings name it (the earliest created wins;
+the others report ``Conflict`` and make no EC2 call), and which instances the periodic
+resync has to describe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+
+from .model import Binding, InvalidSpec, Target
+
+Key = tuple[str, str]
+
+
+class Registry:
+    def __init__(self, default_region: str):
+        self.default_region = default_region
+        self._bindings: dict[Key, Binding] = {}
+        self._targets: dict[Key, Target] = {}
+        self._by_target: dict[Target, set[Key]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self._bindings)
+
+    def get(self, key: Key) -> Binding | None:
+        return self._bindings.get(key)
+
+    def target(self, binding: Binding) -> Target | None:
+        try:
+            return binding.desired(self.default_region).target
+        except InvalidSpec:
+            return None
+
+    def upsert(self, binding: Binding) -> bool:
+        """Remember ``binding``; True when it needs reconciling (new, spec or lifecycle changed),
+        False for a change of status alone."""
+        before = self._bindings.get(binding.key)
+        self._bindings[binding.key] = binding
+        target = self.target(binding)
+        old_target = self._targets.pop(binding.key, None)
+        if old_target is not None:
+            self._by_target[old_target].discard(binding.key)
+        if target is not None:
+            self._targets[binding.key] = target
+            self._by_target[target].add(binding.key)
+        return before is None or (before.generation, before.deleting, before.finalized, before.uid) != (
+            binding.generation, binding.deleting, binding.finalized, binding.uid,
+        )
+
+    def remember_status(self, key: Key, status: dict) -> None:
+        """Our own write, known before its watch event arrives."""
+        binding = self._bindings.get(key)
+        if binding is not None:
+            merged = {k: v for k, v in {**binding.status, **status}.items() if v is not None}
+            self._bindings[key] = dataclasses.replace(binding, status=merged)
+
+    def remove(self, key: Key) -> list[Key]:
+        """Forget a deleted binding; return the bindings that named the same instance."""
+        self._bindings.pop(key, None)
+        target = self._targets.pop(key, None)
+        if target is None:
+            return []
+        contenders = self._by_target[target]
+        contenders.discard(key)
+        if not contenders:
+            del self._by_target[target]
+        return sorted(contenders)
+
+    def owner(self, target: Target) -> Binding | None:
+        keys = self._by_target.get(target)
+        if not keys:
+            return None
+        return min((self._bindings[k] for k in keys), key=lambda b: b.precedence)
+
+    def keys(self) -> list[Key]:
+        return list(self._bindings)
+
+    def instances_by_region(self) -> dict[str, list[str]]:
+        """Every instance a live binding names, grouped by region: what a resync describes."""
+        regions: dict[str, list[str]] = defaultdict(list)
+        for target, keys in self._by_target.items():
+            if any(not self._bindings[k].deleting for k in keys):
+                regions[target.region].append(target.instance_id)
+        return dict(regions)
