@@ -40,7 +40,7 @@ class ProfileRef:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.arn is None) == (self.name is None):
+        if bool(self.arn) == bool(self.name):
             raise InvalidSpec("iamInstanceProfile takes exactly one of arn or name")
 
     @property
@@ -54,7 +54,7 @@ class ProfileRef:
         return arn.rsplit("/", 1)[-1] == self.name
 
     def as_request(self) -> dict[str, str]:
-        return {"Arn": self.arn} if self.arn else {"Name": self.name or ""}
+        return {"Arn": self.arn} if self.arn else {"Name": self.name}
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,9 @@ class Binding:
         instance_id = self.spec.get("instanceId")
         if not isinstance(instance_id, str) or not instance_id.startswith("i-"):
             raise InvalidSpec(f"spec.instanceId {instance_id!r} is not an EC2 instance ID")
-        profile = self.spec.get("iamInstanceProfile") or {}
+        profile = self.spec.get("iamInstanceProfile")
+        if not isinstance(profile, Mapping):
+            raise InvalidSpec("spec.iamInstanceProfile must be an object with arn or name")
         return Desired(
             target=Target(self.spec.get("region") or default_region, instance_id),
             profile=ProfileRef(arn=profile.get("arn"), name=profile.get("name")),

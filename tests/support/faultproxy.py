@@ -1,0 +1,140 @@
+"""A small fault-injecting HTTP proxy in front of moto's server.
+
+moto does not throttle, fail with 5xx, delay IAM propagation or leave associations in
+``associating``; this proxy makes those things happen on request, and counts every EC2
+action that passes through it (the operator's API calls, as EC2 would bill them).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+ERROR_XML = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+    "<Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+)
+
+
+@dataclass
+class Fault:
+    action: str
+    code: str
+    message: str
+    status: int
+    remaining: int | None  # None: until cleared
+    match: str | None  # substring of the request body, e.g. an instance ID
+
+
+class FaultProxy:
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.calls: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+        self._faults: list[Fault] = []
+        self._associating_describes = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                proxy._handle(self, body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> "FaultProxy":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- what tests call -----------------------------------------------------------------
+
+    def fail(self, action: str, code: str, message: str = "", status: int = 400,
+             times: int | None = 1, match: str | None = None) -> None:
+        """Answer the next ``times`` calls of ``action`` (None: all, until cleared) with an error."""
+        with self._lock:
+            self._faults.append(Fault(action, code, message, status, times, match))
+
+    def report_associating(self, describes: int) -> None:
+        """Make new associations look ``associating`` until ``describes`` Describe calls later."""
+        with self._lock:
+            self._associating_describes = describes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._associating_describes = 0
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.injected.clear()
+
+    # -- the proxy -----------------------------------------------------------------------
+
+    def _pick_fault(self, action: str, body: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.action == action and (fault.match is None or fault.match in body):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                        if fault.remaining <= 0:
+                            self._faults.remove(fault)
+                    self.injected[action] += 1
+                    return fault
+        return None
+
+    def _rewrite(self, action: str, payload: bytes) -> bytes:
+        with self._lock:
+            if not self._associating_describes:
+                return payload
+            if action == "DescribeIamInstanceProfileAssociations":
+                self._associating_describes -= 1
+            elif action not in ("AssociateIamInstanceProfile", "ReplaceIamInstanceProfileAssociation"):
+                return payload
+        return re.sub(rb"<state>associated</state>", b"<state>associating</state>", payload)
+
+    def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        text = body.decode("utf-8", "replace")
+        action = parse_qs(text).get("Action", ["?"])[0]
+        with self._lock:
+            self.calls[action] += 1
+        fault = self._pick_fault(action, text)
+        if fault is not None:
+            self._respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")
+            return
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}
+        request = urllib.request.Request(self.upstream + handler.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, payload, kind = response.status, response.read(), response.headers.get("Content-Type", "text/xml")
+        except urllib.error.HTTPError as error:
+            status, payload, kind = error.code, error.read(), error.headers.get("Content-Type", "text/xml")
+        self._respond(handler, status, self._rewrite(action, payload) if status == 200 else payload, kind)
+
+    @staticmethod
+    def _respond(handler: BaseHTTPRequestHandler, status: int, payload: bytes, kind: str) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)

@@ -1,0 +1,125 @@
+"""classify(): AWS errors -> the few fault kinds the operator acts on, and their policies."""
+
+from __future__ import annotations
+
+import pytest
+
+from instance_profile_operator.api import Reason
+from instance_profile_operator.faults import POLICIES, FaultKind, classify, unreachable
+
+K = FaultKind
+
+CASES = [
+    # (code, message, http status, expected kind)
+    pytest.param("InvalidInstanceID.NotFound", "The instance ID 'i-0123456789abcdef0' does not exist", 400,
+                 K.INSTANCE_NOT_FOUND, id="instance-not-found"),
+    pytest.param("InvalidInstanceID.Malformed", 'Invalid id: "i-nope" (expecting "i-...")', 400,
+                 K.INSTANCE_NOT_FOUND, id="instance-id-malformed"),
+    pytest.param("IncorrectInstanceState",
+                 "The instance 'i-0123456789abcdef0' is not in a state from which it can be associated.", 400,
+                 K.INSTANCE_NOT_READY, id="incorrect-instance-state"),
+    pytest.param("InvalidParameterValue",
+                 "Value (nope) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
+                 400, K.PROFILE_NOT_FOUND, id="invalid-profile-name"),
+    pytest.param("InvalidParameterValue",
+                 "Value (arn:aws:iam::123456789012:instance-profile/nope) for parameter iamInstanceProfile.arn is "
+                 "invalid. Invalid IAM Instance Profile ARN",
+                 400, K.PROFILE_NOT_FOUND, id="invalid-profile-arn"),
+    pytest.param("InvalidParameterValue", "Value (foo) for parameter associationId is invalid.", 400,
+                 K.INVALID_REQUEST, id="invalid-parameter-other"),
+    pytest.param("NoSuchEntity", "Instance Profile nope cannot be found.", 404,
+                 K.PROFILE_NOT_FOUND, id="no-such-entity"),
+    pytest.param("IncorrectState",
+                 "There is an existing association for instance i-0123456789abcdef0", 400,
+                 K.STALE_OBSERVATION, id="existing-association"),
+    pytest.param("IncorrectState",
+                 "There is an existing association for instance i-0123456789abcdef0 with instance profile web", 400,
+                 K.STALE_OBSERVATION, id="existing-association-naming-profile"),
+    pytest.param("IncorrectState",
+                 "The instance profile arn:aws:iam::123456789012:instance-profile/web is not in a valid state", 400,
+                 K.PROFILE_NOT_FOUND, id="profile-not-propagated"),
+    pytest.param("IncorrectState", "The instance i-0123456789abcdef0 is not in a valid state", 400,
+                 K.STALE_OBSERVATION, id="incorrect-state-other"),
+    pytest.param("UnauthorizedOperation",
+                 "You are not authorized to perform this operation. User: arn:aws:sts::123456789012:assumed-role/op/x "
+                 "is not authorized to perform: iam:PassRole on resource: arn:aws:iam::123456789012:role/web",
+                 403, K.ACCESS_DENIED, id="pass-role-denied"),
+    pytest.param("AuthFailure", "AWS was not able to validate the provided access credentials", 401,
+                 K.ACCESS_DENIED, id="auth-failure"),
+    pytest.param("RequestLimitExceeded", "Request limit exceeded.", 503, K.THROTTLED, id="request-limit-exceeded"),
+    pytest.param("Throttling", "Rate exceeded", 400, K.THROTTLED, id="throttling"),
+    pytest.param("InternalError", "An internal error has occurred", 500, K.UNAVAILABLE, id="internal-error"),
+    pytest.param("ServiceUnavailable", "Service Unavailable", 503, K.UNAVAILABLE, id="service-unavailable"),
+    pytest.param("SomethingNew", "", 503, K.UNAVAILABLE, id="unknown-code-503"),
+    pytest.param("SomethingNew", "", 500, K.UNAVAILABLE, id="unknown-code-500"),
+    pytest.param("SomethingNew", "", 429, K.THROTTLED, id="unknown-code-429"),
+    pytest.param("SomethingNew", "", 400, K.INVALID_REQUEST, id="unknown-code-400"),
+    pytest.param("SomethingNew", "", None, K.INVALID_REQUEST, id="unknown-code-no-status"),
+    pytest.param("InvalidAssociationID.NotFound", "The association ID 'iip-assoc-1' does not exist", 400,
+                 K.STALE_OBSERVATION, id="association-not-found"),
+]
+
+
+@pytest.mark.parametrize(("code", "message", "status", "kind"), CASES)
+def test_classify(code, message, status, kind):
+    fault = classify(code, message, status)
+    assert fault.kind is kind
+    assert fault.code == code
+    assert fault.message == message
+
+
+def test_known_code_wins_over_http_status():
+    # RequestLimitExceeded comes back as HTTP 503: still throttling, not unavailability.
+    assert classify("RequestLimitExceeded", "Request limit exceeded.", 503).kind is K.THROTTLED
+    assert classify("InvalidInstanceID.NotFound", "", 500).kind is K.INSTANCE_NOT_FOUND
+
+
+def test_fault_is_an_exception_with_readable_text():
+    fault = classify("Throttling", "Rate exceeded", 400)
+    assert isinstance(fault, Exception)
+    assert str(fault) == "Throttling: Rate exceeded"
+    assert str(classify("Throttling", "", 400)) == "Throttling"
+    assert fault.policy == POLICIES[K.THROTTLED]
+
+
+def test_unreachable_is_unavailable():
+    fault = unreachable(ConnectionRefusedError("connection refused"))
+    assert fault.kind is K.UNAVAILABLE
+    assert fault.code == "ConnectionRefusedError"
+    assert "connection refused" in str(fault)
+
+
+@pytest.mark.parametrize("kind", list(FaultKind), ids=lambda k: k.value)
+def test_every_kind_has_a_policy(kind):
+    policy = POLICIES[kind]
+    assert policy.reason  # a CamelCase reason users see
+    assert policy.reason[0].isupper()
+    assert policy.quiet_attempts >= 0
+
+
+@pytest.mark.parametrize("kind", [K.THROTTLED, K.UNAVAILABLE], ids=lambda k: k.value)
+def test_transient_faults_are_quiet_at_first_and_never_stall(kind):
+    assert POLICIES[kind].quiet_attempts > 0
+    assert POLICIES[kind].stalled_after is None
+
+
+def test_access_denied_stalls_at_once_and_loudly():
+    policy = POLICIES[K.ACCESS_DENIED]
+    assert policy.stalled_after == 0.0
+    assert policy.quiet_attempts == 0
+    assert policy.reason == Reason.ACCESS_DENIED
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        (K.INSTANCE_NOT_FOUND, Reason.INSTANCE_NOT_FOUND),
+        (K.PROFILE_NOT_FOUND, Reason.INSTANCE_PROFILE_NOT_FOUND),
+        (K.THROTTLED, Reason.THROTTLED),
+        (K.UNAVAILABLE, Reason.AWS_UNAVAILABLE),
+    ],
+    ids=lambda v: getattr(v, "value", v),
+)
+def test_policy_reasons(kind, reason):
+    assert POLICIES[kind].reason == reason
+

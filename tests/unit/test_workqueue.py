@@ -1,0 +1,232 @@
+"""backoff() and the delaying WorkQueue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from instance_profile_operator.workqueue import WorkQueue, backoff
+
+# --------------------------------------------------------------------------------------------
+# backoff()
+# --------------------------------------------------------------------------------------------
+
+LOW = lambda: 0.0  # noqa: E731
+HIGH = lambda: 1.0  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    ("attempt", "base", "cap", "ceiling"),
+    [
+        (0, 1.0, 60.0, 1.0),
+        (1, 1.0, 60.0, 2.0),
+        (3, 0.5, 60.0, 4.0),
+        (5, 1.0, 60.0, 32.0),
+        (6, 1.0, 60.0, 60.0),  # 64 capped
+        (100, 1.0, 60.0, 60.0),
+    ],
+)
+def test_backoff_bounds(attempt, base, cap, ceiling):
+    assert backoff(attempt, base, cap, rand=HIGH) == pytest.approx(ceiling)
+    assert backoff(attempt, base, cap, rand=LOW) == pytest.approx(ceiling / 2)
+    assert backoff(attempt, base, cap, rand=lambda: 0.5) == pytest.approx(ceiling * 0.75)
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=1000),
+    base=st.floats(min_value=0.001, max_value=10.0),
+    cap=st.floats(min_value=0.01, max_value=3600.0),
+    r=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_backoff_within_half_and_full_capped_ceiling(attempt, base, cap, r):
+    ceiling = min(cap, base * 2.0 ** min(attempt, 1000))
+    delay = backoff(attempt, base, cap, rand=lambda: r)
+    assert ceiling / 2 * (1 - 1e-12) <= delay <= ceiling * (1 + 1e-12)
+    assert delay <= cap * (1 + 1e-12)
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=999),
+    base=st.floats(min_value=0.001, max_value=10.0),
+    cap=st.floats(min_value=0.01, max_value=3600.0),
+)
+def test_backoff_ceiling_is_monotone(attempt, base, cap):
+    assert backoff(attempt, base, cap, rand=HIGH) <= backoff(attempt + 1, base, cap, rand=HIGH)
+    assert backoff(attempt, base, cap, rand=LOW) <= backoff(attempt + 1, base, cap, rand=LOW)
+
+
+def test_backoff_huge_attempt_does_not_overflow():
+    assert backoff(10**6, 0.1, 300.0, rand=HIGH) == 300.0
+    assert backoff(10**6, 0.1, 300.0, rand=LOW) == 150.0
+
+
+def test_backoff_default_jitter_stays_in_range():
+    for _ in range(100):
+        assert 2.0 <= backoff(2, 1.0, 60.0) <= 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# WorkQueue
+# --------------------------------------------------------------------------------------------
+
+DELIVERY_TIMEOUT = 1.0  # real seconds: generous, only reached when a test fails
+SILENCE = 0.05  # real seconds a get() must stay unanswered to show nothing is due
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def queue(clock: FakeClock) -> WorkQueue[str]:
+    return WorkQueue(clock=clock)
+
+
+async def next_key(queue: WorkQueue[str]) -> str:
+    return await asyncio.wait_for(queue.get(), DELIVERY_TIMEOUT)
+
+
+async def assert_nothing_due(queue: WorkQueue[str]) -> None:
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(queue.get(), SILENCE)
+
+
+async def test_key_added_twice_is_delivered_once(queue):
+    queue.add("a")
+    queue.add("a")
+    assert len(queue) == 1
+    assert await next_key(queue) == "a"
+    queue.done("a")
+    await assert_nothing_due(queue)
+
+
+async def test_delayed_key_waits_for_its_due_time(queue, clock):
+    queue.add("a", delay=10)
+    await assert_nothing_due(queue)
+    clock.advance(9.9)
+    await assert_nothing_due(queue)
+    clock.advance(0.1)
+    assert await next_key(queue) == "a"
+
+
+async def test_earlier_due_time_wins(queue, clock):
+    queue.add("a", delay=10)
+    queue.add("a", delay=1)
+    assert len(queue) == 1
+    clock.advance(1)
+    assert await next_key(queue) == "a"
+    queue.done("a")
+    clock.advance(20)
+    await assert_nothing_due(queue)  # the superseded later entry does not deliver it again
+
+
+async def test_later_due_time_does_not_postpone(queue, clock):
+    queue.add("a", delay=1)
+    queue.add("a", delay=10)
+    clock.advance(1)
+    assert await next_key(queue) == "a"
+
+
+async def test_immediate_add_overrides_pending_delay(queue):
+    queue.add("a", delay=30)
+    queue.add("a")
+    assert await next_key(queue) == "a"
+
+
+async def test_key_added_while_processing_is_redelivered_after_done(queue):
+    queue.add("a")
+    assert await next_key(queue) == "a"
+    queue.add("a")
+    await assert_nothing_due(queue)  # never handed to a second worker while processing
+    queue.done("a")
+    assert await next_key(queue) == "a"
+    queue.done("a")
+    await assert_nothing_due(queue)
+
+
+async def test_redelivery_after_done_keeps_the_delay(queue, clock):
+    queue.add("a")
+    assert await next_key(queue) == "a"
+    queue.add("a", delay=5)
+    queue.done("a")
+    await assert_nothing_due(queue)
+    clock.advance(5)
+    assert await next_key(queue) == "a"
+
+
+async def test_done_without_readd_does_not_redeliver(queue):
+    queue.add("a")
+    assert await next_key(queue) == "a"
+    queue.done("a")
+    await assert_nothing_due(queue)
+
+
+async def test_forget_drops_a_pending_key(queue, clock):
+    queue.add("a", delay=5)
+    queue.add("b", delay=6)
+    queue.forget("a")
+    assert len(queue) == 1
+    clock.advance(10)
+    assert await next_key(queue) == "b"
+    queue.done("b")
+    await assert_nothing_due(queue)
+
+
+async def test_forget_drops_a_readd_during_processing(queue):
+    queue.add("a")
+    assert await next_key(queue) == "a"
+    queue.add("a")
+    queue.forget("a")
+    queue.done("a")
+    await assert_nothing_due(queue)
+
+
+async def test_keys_delivered_in_due_order(queue, clock):
+    queue.add("late", delay=2)
+    queue.add("early", delay=1)
+    clock.advance(5)
+    assert await next_key(queue) == "early"
+    assert await next_key(queue) == "late"
+
+
+async def test_keys_due_at_the_same_time_in_insertion_order(queue):
+    for key in ("c", "a", "b"):
+        queue.add(key)
+    assert [await next_key(queue) for _ in range(3)] == ["c", "a", "b"]
+
+
+async def test_waiting_getter_is_woken_by_add(queue):
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)  # let it start waiting (a yield, not a timing assumption)
+    assert not getter.done()
+    queue.add("a")
+    assert await asyncio.wait_for(getter, DELIVERY_TIMEOUT) == "a"
+
+
+async def test_waiting_getter_is_woken_by_earlier_key(queue, clock):
+    queue.add("later", delay=60)
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    queue.add("now")
+    assert await asyncio.wait_for(getter, DELIVERY_TIMEOUT) == "now"
+
+
+async def test_negative_delay_is_immediate(queue):
+    queue.add("a", delay=-5)
+    assert await next_key(queue) == "a"
