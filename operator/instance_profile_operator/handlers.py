@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from . import metrics
 from .api import FINALIZER, GROUP, PLURAL, VERSION
 from .controller import Controller, RetryLater
 from .ec2 import Ec2Gateway
@@ -31,7 +32,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 def build_registry(config: Settings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    holder: dict[str, Controller] = {}
+    holder: dict[str, Any] = {}
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -44,9 +45,13 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
         writer = KubeWriter(load_api_client())
         holder["controller"] = controller = Controller(config, gateway, writer)
         await controller.start()
+        if config.metrics_address:
+            holder["metrics"] = await metrics.serve(controller, config.metrics_address)
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
+        if "metrics" in holder:
+            await holder["metrics"].cleanup()
         await holder["controller"].stop()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
@@ -63,13 +68,5 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
     @kopf.on.probe(id="bindings", registry=registry)
     def bindings(**_: Any) -> int:
         return len(holder["controller"].registry)
-
-    @kopf.on.probe(id="ec2_calls", registry=registry)
-    def ec2_calls(**_: Any) -> dict[str, int]:
-        return dict(holder["controller"].gateway.calls)
-
-    @kopf.on.probe(id="status_patches", registry=registry)
-    def status_patches(**_: Any) -> int:
-        return holder["controller"].writer.status_patches
 
     return registry

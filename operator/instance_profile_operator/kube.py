@@ -56,6 +56,7 @@ class KubeWriter:
         self._cache_size = cache_size
         self._instance = f"{COMPONENT}-{socket.gethostname()}"
         self.status_patches = 0
+        self.events_recorded = 0
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -83,6 +84,8 @@ class KubeWriter:
         """Post an Event about ``binding``, or count a repeat of one already posted."""
         key = (binding.uid, event.type, event.reason, event.message)
         now = datetime.now(timezone.utc)
+        self.events_recorded += 1
+        log.info("%s: %s: %s", binding.ref, event.reason, event.message)
         try:
             if key in self._events:
                 name, count = self._events[key]

@@ -21,6 +21,7 @@ class Settings:
     settle_base_seconds: float = 1.0
     settle_max_seconds: float = 30.0
     liveness_endpoint: str | None = None
+    metrics_address: str | None = None
 
 
 def _env_bool(name: str) -> bool:
@@ -53,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backoff cap [IPO_RETRY_MAX_SECONDS]")
     parser.add_argument("--liveness-endpoint", default=env("IPO_LIVENESS_ENDPOINT"),
                         help="serve kopf's health probes here, e.g. http://0.0.0.0:8080/healthz [IPO_LIVENESS_ENDPOINT]")
+    parser.add_argument("--metrics-address", default=env("IPO_METRICS_ADDRESS"),
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:8081 [IPO_METRICS_ADDRESS]")
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:
@@ -75,4 +78,5 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         retry_base_seconds=args.retry_base_seconds,
         retry_max_seconds=args.retry_max_seconds,
         liveness_endpoint=args.liveness_endpoint,
+        metrics_address=args.metrics_address,
     )

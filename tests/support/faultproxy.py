@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -39,6 +40,8 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self._faults: list[Fault] = []
         self._associating_describes = 0
+        self._pending_describes = 0
+        self._delays: dict[str, float] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -79,10 +82,22 @@ class FaultProxy:
         with self._lock:
             self._associating_describes = describes
 
+    def report_pending(self, describes: int) -> None:
+        """Make running instances look ``pending`` in the next ``describes`` DescribeInstances."""
+        with self._lock:
+            self._pending_describes = describes
+
+    def delay(self, action: str, seconds: float) -> None:
+        """Hold every ``action`` call this long before forwarding it."""
+        with self._lock:
+            self._delays[action] = seconds
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
             self._associating_describes = 0
+            self._pending_describes = 0
+            self._delays.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -105,6 +120,9 @@ class FaultProxy:
 
     def _rewrite(self, action: str, payload: bytes) -> bytes:
         with self._lock:
+            if action == "DescribeInstances" and self._pending_describes:
+                self._pending_describes -= 1
+                return re.sub(rb"(<instanceState>\s*<code>)16(</code>\s*<name>)running(</name>)", rb"\g<1>0\g<2>pending\g<3>", payload)
             if not self._associating_describes:
                 return payload
             if action == "DescribeIamInstanceProfileAssociations":
@@ -118,6 +136,9 @@ class FaultProxy:
         action = parse_qs(text).get("Action", ["?"])[0]
         with self._lock:
             self.calls[action] += 1
+            hold = self._delays.get(action, 0.0)
+        if hold:
+            time.sleep(hold)
         fault = self._pick_fault(action, text)
         if fault is not None:
             self._respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")

@@ -24,19 +24,22 @@ FAST = {
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: str, aws_env: dict[str, str], log_path: Path, **overrides: str):
+    def __init__(self, kubeconfig: str, aws_env: dict[str, str], log_path: Path,
+                 namespaces: list[str] | None = None, **overrides: str):
         self.kubeconfig = kubeconfig
+        self.scope = [arg for ns in namespaces for arg in ("--namespace", ns)] if namespaces else ["--all-namespaces"]
         self.env = {**os.environ, **aws_env, **FAST, **overrides, "KUBECONFIG": kubeconfig}
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.port = 0
 
     def start(self, timeout: float = 30.0) -> "OperatorProcess":
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "instance_profile_operator.cli", "run", "--all-namespaces",
-                 "--liveness-endpoint", f"http://127.0.0.1:{self.port}/healthz"],
+                [sys.executable, "-m", "instance_profile_operator.cli", "run", *self.scope,
+                 "--liveness-endpoint", f"http://127.0.0.1:{self.port}/healthz",
+                 "--metrics-address", f"127.0.0.1:{self.metrics_port}"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
@@ -46,13 +49,24 @@ class OperatorProcess:
     def _alive(self) -> bool:
         assert self.process is not None and self.process.poll() is None, f"operator exited; see {self.log_path}"
         try:
-            return bool(self.probes())
+            return bool(self.probes()) and bool(self.metrics())
         except OSError:
             return False
 
     def probes(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
             return json.loads(response.read())
+
+    def metrics(self) -> dict[str, float]:
+        """The /metrics samples, keyed by name with labels, e.g. 'ipo_status_patches_total'."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        return samples
 
     def stop(self, kill: bool = False, timeout: float = 15.0) -> int:
         """SIGTERM (graceful) or SIGKILL (a crash); return the exit code."""
@@ -67,3 +81,10 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def ec2_calls(self) -> dict[str, int]:
+        prefix = 'ipo_ec2_calls_total{operation="'
+        return {k[len(prefix):-2]: int(v) for k, v in self.metrics().items() if k.startswith(prefix)}
+
+    def status_patches(self) -> int:
+        return int(self.metrics()["ipo_status_patches_total"])
