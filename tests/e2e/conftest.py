@@ -22,6 +22,7 @@ def proxy(devenv) -> Iterator[FaultProxy]:
 @pytest.fixture(autouse=True)
 def _fresh_proxy(proxy: FaultProxy) -> None:
     proxy.clear()
+    proxy.reset_counts()
 
 
 @pytest.fixture
