@@ -1,0 +1,40 @@
+# make test   — set up what is missing, then run every test (unit, API, end to end)
+# make demo   — the main job: local control plane + EC2 endpoint, CRD, operator, examples/
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup controlplane test unit demo up down bench clean
+
+setup: $(STAMP) controlplane
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# Builds kube-apiserver, kubectl and etcd once per machine, into ~/.cache/instance-profile-operator.
+controlplane: $(STAMP)
+	$(BIN)/python -m instance_profile_operator.devenv build
+
+test: setup
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+demo: setup
+	$(BIN)/python -m instance_profile_operator.devenv demo
+
+up: setup
+	$(BIN)/python -m instance_profile_operator.devenv up --dir .devenv
+
+down: $(STAMP)
+	$(BIN)/python -m instance_profile_operator.devenv down --dir .devenv
+
+bench: setup
+	$(BIN)/python bench/converge.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

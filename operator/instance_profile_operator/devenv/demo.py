@@ -1,0 +1,85 @@
+"""The main job on the embedded default: a local control plane and EC2 endpoint, the CRD,
+the operator in the foreground, and the bindings of ``examples/``. Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .cluster import DevEnv, Endpoints, _die_with_parent, wait_until
+from .seed import seed
+
+REPO = Path(__file__).resolve().parents[3]
+ALL_READY = "All example bindings are Ready."
+
+
+def _kubectl(endpoints: Endpoints, *args: str) -> str:
+    done = subprocess.run([f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}", *args],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _all_ready(endpoints: Endpoints) -> bool:
+    done = subprocess.run([f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}", "wait",
+                           "--for=condition=Ready", "ipb", "--all", "-n", "default", "--timeout=2s"],
+                          capture_output=True, timeout=30)
+    return done.returncode == 0
+
+
+def _say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def _run(directory: Path) -> int:
+    env = DevEnv(directory)
+    operator: subprocess.Popen | None = None
+    try:
+        _say("Starting etcd, kube-apiserver and the local EC2 endpoint (moto)")
+        endpoints = env.start()
+        instances = seed(endpoints.ec2_endpoint_url, endpoints.region)
+        print(f"    instances: {', '.join(f'{name}={iid}' for name, iid in instances.items())}")
+        _say("Installing the InstanceProfileBinding CRD")
+        print(_kubectl(endpoints, "apply", "-f", str(REPO / "crds")), end="")
+        _kubectl(endpoints, "wait", "--for=condition=Established", "--timeout=30s", "crd/instanceprofilebindings.ec2.instanceprofiles.dev")
+        _say("Starting the operator (its log follows)")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "instance_profile_operator.cli", "run", "--all-namespaces"],
+            env={**os.environ, **endpoints.aws_variables(), "KUBECONFIG": endpoints.kubeconfig},
+            preexec_fn=_die_with_parent,
+        )
+        _say("Applying examples/")
+        print(_kubectl(endpoints, "apply", "-n", "default", "-f", str(REPO / "examples")), end="")
+        print(f"\n    In another terminal:\n      export KUBECONFIG={endpoints.kubeconfig} PATH={endpoints.bin_dir}:$PATH\n"
+              f"      kubectl get ipb -A -w", flush=True)
+        started = time.monotonic()
+        wait_until(lambda: _all_ready(endpoints), 120, "the example bindings to be Ready", {"operator": operator})
+        _say(f"{ALL_READY} ({time.monotonic() - started:.1f} s)")
+        print(_kubectl(endpoints, "get", "ipb", "-A", "-o", "wide"), flush=True)
+        print("Ctrl-C stops the operator and the environment.", flush=True)
+        operator.wait()
+        return operator.returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if operator is not None and operator.poll() is None:
+            operator.send_signal(signal.SIGTERM)
+            try:
+                operator.wait(20)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        env.stop()
+        print("\nStopped.", flush=True)
+
+
+def demo(directory: Path | None) -> int:
+    if directory is not None:
+        return _run(directory)
+    with tempfile.TemporaryDirectory(prefix="ipo-demo-") as temporary:
+        return _run(Path(temporary))
