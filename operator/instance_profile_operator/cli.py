@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 import kopf
 
 from . import __version__
-from .handlers import build_registry
+from .handlers import QuietWatchLog, build_registry
 from .settings import add_arguments, from_arguments
 
 
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = from_arguments(args)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").addFilter(QuietWatchLog())
     asyncio.run(kopf.operator(
         registry=build_registry(settings),
         standalone=True,

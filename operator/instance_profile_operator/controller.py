@@ -79,6 +79,7 @@ class Controller:
         self._crashes: dict[Key, int] = {}
         self._locks: dict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task] = []
+        self.resyncs = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class Controller:
         except AwsFault as fault:
             log.warning("resync could not describe associations, trying again next interval: %s", fault)
             return
+        self.resyncs += 1
         for key in self.registry.keys():
             if key not in self._failures:
                 self.queue.add(key)

@@ -8,6 +8,7 @@ its own capped backoff.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -18,6 +19,16 @@ from .controller import Controller, RetryLater
 from .ec2 import Ec2Gateway
 from .kube import KubeWriter, load_api_client
 from .settings import Settings
+
+
+WATCH_HANDLER = "watch"
+
+
+class QuietWatchLog(logging.Filter):
+    """kopf logs "Handler 'watch' succeeded." for every watch event; keep everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != f"Handler {WATCH_HANDLER!r} succeeded."
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -54,7 +65,7 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
             await holder["metrics"].cleanup()
         await holder["controller"].stop()
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL, id=WATCH_HANDLER, registry=registry)
     def watched(type: str | None, body: kopf.Body, **_: Any) -> None:
         holder["controller"].on_event(type, body)
 

@@ -41,8 +41,9 @@ def test_binding_becomes_ready_and_status_tells_the_truth(devenv, operator, bind
     assert bindings.event_reasons("web") == ["Associated"]
     assert mutations(operator) == {"associate_iam_instance_profile": 1, "replace_iam_instance_profile_association": 0,
                                    "disassociate_iam_instance_profile": 0}
-    row = kubectl(devenv, "get", "ipb", "-A").stdout
-    assert f"web    {instance_id}   web-server   associated   {association['AssociationId']}   True" in " ".join(row.split("\n"))
+    rows = [line.split() for line in kubectl(devenv, "get", "ipb", "-A").stdout.splitlines()]
+    assert [bindings.namespace, "web", instance_id, "web-server", "associated", association["AssociationId"], "True"] in [
+        row[:7] for row in rows]
 
 
 def test_same_profile_already_associated_is_adopted_without_a_mutating_call(operator, bindings, ec2, new_instance):
