@@ -23,17 +23,22 @@ Fetch = Callable[[str, list[str]], Awaitable[dict[str, V]]]
 
 
 class Batcher(Generic[V]):
+    """Merge lookups per region: those made within ``window`` of each other, and all those made
+    while a call for the region is in flight, go out together in the next call."""
+
     def __init__(self, fetch: Fetch[V], window: float = 0.02):
         self._fetch = fetch
         self._window = window
         self._pending: dict[str, dict[str, asyncio.Future]] = {}
+        self._in_flight: set[str] = set()
 
     async def get(self, region: str, instance_id: str) -> V | None:
         loop = asyncio.get_running_loop()
         pending = self._pending.get(region)
         if pending is None:
             pending = self._pending[region] = {}
-            loop.call_later(self._window, self._flush, region)
+            if region not in self._in_flight:
+                loop.call_later(self._window, self._flush, region)
         future = pending.get(instance_id)
         if future is None:
             future = pending[instance_id] = loop.create_future()
@@ -42,6 +47,7 @@ class Batcher(Generic[V]):
     def _flush(self, region: str) -> None:
         batch = self._pending.pop(region, {})
         if batch:
+            self._in_flight.add(region)
             asyncio.ensure_future(self._resolve(region, batch))
 
     async def _resolve(self, region: str, batch: dict[str, asyncio.Future]) -> None:
@@ -52,10 +58,13 @@ class Batcher(Generic[V]):
                 if not future.done():
                     future.set_exception(error)
                     future.exception()  # retrieved: waiters that went away do not warn
-            return
-        for instance_id, future in batch.items():
-            if not future.done():
-                future.set_result(found.get(instance_id))
+        else:
+            for instance_id, future in batch.items():
+                if not future.done():
+                    future.set_result(found.get(instance_id))
+        finally:
+            self._in_flight.discard(region)
+            self._flush(region)  # whatever queued up meanwhile
 
 
 class Observer:

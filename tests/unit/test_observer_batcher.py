@@ -154,3 +154,25 @@ def test_chunks_split_at_the_filter_limit():
 @pytest.mark.parametrize(("count", "sizes"), [(0, []), (1, [1]), (200, [200]), (201, [200, 1])])
 def test_chunks_edges(count, sizes):
     assert [len(p) for p in chunks([f"i-{n}" for n in range(count)])] == sizes
+
+
+async def test_lookups_made_while_a_fetch_is_in_flight_go_out_together_next():
+    release = asyncio.Event()
+    calls: list[list[str]] = []
+
+    async def slow_fetch(region: str, instance_ids: list[str]) -> dict[str, str]:
+        calls.append(sorted(instance_ids))
+        if len(calls) == 1:
+            await release.wait()
+        return {i: i.upper() for i in instance_ids}
+
+    batcher = Batcher(slow_fetch, window=0.001)
+    first = asyncio.ensure_future(batcher.get("us-east-1", "i-a"))
+    while not calls:  # the first fetch has started and is held
+        await asyncio.sleep(0)
+    later = [asyncio.ensure_future(batcher.get("us-east-1", i)) for i in ("i-b", "i-c", "i-d")]
+    await asyncio.sleep(0.01)  # far beyond the window: without in-flight merging these would fetch now
+    assert calls == [["i-a"]]
+    release.set()
+    assert await gather(first, *later) == ["I-A", "I-B", "I-C", "I-D"]
+    assert calls == [["i-a"], ["i-b", "i-c", "i-d"]]
