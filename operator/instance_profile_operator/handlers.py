@@ -45,11 +45,11 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)  # in-cluster or KUBECONFIG, as the status writer
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
         gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts)
@@ -59,7 +59,7 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
         if config.metrics_address:
             holder["metrics"] = await metrics.serve(controller, config.metrics_address)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
         if "metrics" in holder:
             await holder["metrics"].cleanup()
@@ -69,7 +69,7 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
     def watched(type: str | None, body: kopf.Body, **_: Any) -> None:
         holder["controller"].on_event(type, body)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
         try:
             await holder["controller"].finalize(body, retry)

@@ -71,7 +71,8 @@ class Bindings:
 
     def events(self, name: str) -> list[Any]:
         found = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
-        return sorted(found.items, key=lambda e: e.metadata.creation_timestamp)
+        # creationTimestamp has one-second resolution; the etcd revision orders Events within a second
+        return sorted(found.items, key=lambda e: (e.metadata.creation_timestamp, int(e.metadata.resource_version)))
 
     def event_reasons(self, name: str) -> list[str]:
         return [e.reason for e in self.events(name)]

@@ -1,0 +1,86 @@
+"""Every flag has an environment variable; flags win; nonsense is refused with a clear message."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pytest
+
+from instance_profile_operator.handlers import QuietWatchLog
+from instance_profile_operator.settings import add_arguments, from_arguments
+
+
+def parse(*argv: str):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_arguments(parser.parse_args(argv))
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("IPO_NAMESPACES", "IPO_ALL_NAMESPACES", "IPO_REGION", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "IPO_RESYNC_SECONDS", "IPO_LOG_FORMAT", "IPO_WORKERS", "AWS_MAX_ATTEMPTS", "IPO_METRICS_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_watch_all_namespaces_and_resync_every_minute(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    settings = parse()
+    assert settings.namespaces == () and settings.region == "eu-west-1"
+    assert settings.resync_seconds == 60 and settings.log_format == "text"
+
+
+def test_environment_configures_every_setting(monkeypatch):
+    monkeypatch.setenv("IPO_NAMESPACES", "team-a,team-b")
+    monkeypatch.setenv("IPO_REGION", "ap-southeast-2")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")  # IPO_REGION wins
+    monkeypatch.setenv("IPO_RESYNC_SECONDS", "15")
+    monkeypatch.setenv("IPO_LOG_FORMAT", "json")
+    monkeypatch.setenv("IPO_WORKERS", "4")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("IPO_METRICS_ADDRESS", "0.0.0.0:8081")
+    settings = parse()
+    assert settings.namespaces == ("team-a", "team-b") and settings.region == "ap-southeast-2"
+    assert (settings.resync_seconds, settings.log_format, settings.workers, settings.aws_max_attempts) == (15, "json", 4, 3)
+    assert settings.metrics_address == "0.0.0.0:8081"
+
+
+def test_flags_override_the_environment(monkeypatch):
+    monkeypatch.setenv("IPO_REGION", "ap-southeast-2")
+    monkeypatch.setenv("IPO_RESYNC_SECONDS", "15")
+    settings = parse("--region", "us-west-2", "--resync-seconds", "30", "-n", "a", "--namespace", "b")
+    assert (settings.region, settings.resync_seconds, settings.namespaces) == ("us-west-2", 30, ("a", "b"))
+
+
+def test_all_namespaces_flag_and_environment(monkeypatch):
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    assert parse("--all-namespaces").namespaces == ()
+    monkeypatch.setenv("IPO_NAMESPACES", "a")
+    monkeypatch.setenv("IPO_ALL_NAMESPACES", "true")
+    assert parse().namespaces == ()
+
+
+@pytest.mark.parametrize("argv,message", [
+    ((), "no region configured"),
+    (("--region", "us-east-1", "--resync-seconds", "0"), "--resync-seconds must be positive"),
+    (("--region", "us-east-1", "--workers", "0"), "--workers must be at least 1"),
+])
+def test_nonsense_is_refused(argv, message):
+    with pytest.raises(SystemExit) as refused:
+        parse(*argv)
+    assert message in str(refused.value)
+
+
+def test_namespace_and_all_namespaces_exclude_each_other(monkeypatch):
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    with pytest.raises(SystemExit):
+        parse("--namespace", "a", "--all-namespaces")
+
+
+def test_quiet_watch_log_drops_only_the_per_event_success_line():
+    quiet = QuietWatchLog()
+    record = lambda text: logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, text, None, None)  # noqa: E731
+    assert not quiet.filter(record("Handler 'watch' succeeded."))
+    assert quiet.filter(record("Handler 'finalize' succeeded."))
+    assert quiet.filter(record("Handler 'watch' failed with an exception and will try again in 1 seconds: boom"))
