@@ -146,6 +146,27 @@ def main() -> int:
             resyncs = steady["ipo_resyncs_total"] - start_resyncs
             steady_calls = {k.split('"')[1]: (steady[k] - after[k]) / resyncs for k in steady if k.startswith("ipo_ec2_calls_total") and steady[k] != after[k]}
 
+            # -- deletion -----------------------------------------------------------------
+            def gone(name: str) -> bool:
+                try:
+                    api.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name)
+                    return False
+                except kubernetes.client.exceptions.ApiException as error:
+                    return error.status == 404
+
+            deletions = []
+            for n in range(args.single_runs):
+                started = time.monotonic()
+                api.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, f"single-{n}")
+                wait_until(lambda: gone(f"single-{n}"), 30, "deleted")
+                deletions.append(time.monotonic() - started)
+            started = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda n: api.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, f"many-{n}"), range(args.bindings)))
+            wait_until(lambda: not api.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"], 120, "all deleted")
+            batch_deleted = time.monotonic() - started
+            left = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+
             n = args.bindings
             result = {
                 "machine": machine(),
@@ -158,6 +179,9 @@ def main() -> int:
                 "api_writes_per_binding_converging": {k: round(v / n, 3) for k, v in sorted(writes.items())},
                 "api_writes_steady_state": dict(steady_writes),
                 "bindings_at_steady_state": n + args.single_runs,
+                "single_delete_to_gone_s": {"median": round(statistics.median(deletions), 3), "runs": [round(d, 3) for d in deletions]},
+                "batch_delete_to_all_gone_s": round(batch_deleted, 3),
+                "associations_left_after_deletion": len(left),
             }
             print(json.dumps(result, indent=2))
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 import kopf
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator (KUBECONFIG or in-cluster config; boto3's credential chain)")
     add_arguments(run)
-    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.add_argument("--verbose", "-v", action="store_true", default=os.environ.get("IPO_VERBOSE", "").lower() in ("1", "true", "yes"),
+                     help="debug logging [IPO_VERBOSE]")
     args = parser.parse_args(argv)
     settings = from_arguments(args)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL)
