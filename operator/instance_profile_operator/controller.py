@@ -129,7 +129,10 @@ class Controller:
     async def _resync_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
-            await self.resync()
+            try:
+                await self.resync()
+            except Exception:  # a bug must not end drift detection for good
+                log.exception("resync failed; trying again next interval")
 
     async def _work(self) -> None:
         while True:
