@@ -135,12 +135,6 @@ class DevEnv:
                 process.wait()
         self.processes.clear()
 
-    def __enter__(self) -> Endpoints:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # -- internals -----------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
