@@ -167,15 +167,15 @@ class Controller:
                 f"instance {desired.target.instance_id} in {desired.target.region} is already bound by "
                 f"InstanceProfileBinding {owner.ref}; this binding takes over when that one is deleted"
             )
-            if await self._publish(binding, desired.target.region, Report(Reason.CONFLICT, message, stalled=True)):
-                await self.writer.record(binding, Event(WARNING, Reason.CONFLICT, message))
+            await self._publish(binding, desired.target.region, Report(Reason.CONFLICT, message, stalled=True),
+                                (Event(WARNING, Reason.CONFLICT, message),))
             return None
         async with self._locks[key]:
             step = await self._converge(binding, desired)
+        for event in step.events:  # before the status: whoever sees the status finds its Event
+            await self.writer.record(binding, event)
         if step.report is not None:
             await self._publish(binding, desired.target.region, step.report)
-        for event in step.events:
-            await self.writer.record(binding, event)
         return step.requeue
 
     async def _converge(self, binding: Binding, desired: Desired) -> Step:
@@ -279,11 +279,13 @@ class Controller:
                         association=association, association_known=observed)
         return Step(report, (Event(WARNING, policy.reason, message),), requeue=delay)
 
-    async def _publish(self, binding: Binding, region: str, report: Report) -> bool:
-        """Write the status if it changed; True if it did."""
+    async def _publish(self, binding: Binding, region: str, report: Report, announce: tuple[Event, ...] = ()) -> bool:
+        """Write the status if it changed, after recording the ``announce`` Events; True if it did."""
         new = status.render(binding.status, binding.generation, region, report, self._now())
         if not status.differs(binding.status, new):
             return False
+        for event in announce:
+            await self.writer.record(binding, event)
         if await self.writer.patch_status(binding, new):
             self.registry.remember_status(binding.key, new)
         return True
@@ -316,9 +318,9 @@ class Controller:
                 message = f"cannot disassociate the instance profile: {fault}"
                 if retry >= fault.policy.quiet_attempts:
                     stalled = fault.policy.stalled_after == 0
+                    await self.writer.record(binding, Event(WARNING, fault.policy.reason, message))
                     await self._publish(binding, target.region, Report(
                         fault.policy.reason, message, reconciling=not stalled, stalled=stalled, association_known=False))
-                    await self.writer.record(binding, Event(WARNING, fault.policy.reason, message))
                 raise RetryLater(message, delay) from None
         if isinstance(action, Disassociate):
             a = action.association
