@@ -17,6 +17,7 @@ def test_killed_mid_flight_resumes_without_a_second_association(start_operator, 
     first.stop(kill=True)
     sent_before_restart = proxy.calls["AssociateIamInstanceProfile"]
     assert sent_before_restart < len(instances)  # it really died mid-flight
+    wait_for(lambda: proxy.in_flight == 0, what="the calls it left in flight to reach EC2")
 
     proxy.clear()
     second = start_operator()

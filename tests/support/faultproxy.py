@@ -38,6 +38,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.calls: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.in_flight = 0
         self._faults: list[Fault] = []
         self._associating_describes = 0
         self._pending_describes = 0
@@ -48,7 +49,13 @@ class FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                proxy._handle(self, body)
+                with proxy._lock:
+                    proxy.in_flight += 1
+                try:
+                    proxy._handle(self, body)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
 
             def log_message(self, *args: object) -> None:
                 pass
