@@ -24,10 +24,3 @@ def wait_for(probe: Callable[[], T], timeout: float = 20.0, what: str = "conditi
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
         time.sleep(interval)
 
-
-def stays(probe: Callable[[], bool], duration: float, what: str = "condition", interval: float = 0.05) -> None:
-    """Assert that ``probe`` holds throughout ``duration`` (for things that must NOT happen)."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert probe(), f"{what} stopped holding"
-        time.sleep(interval)
