@@ -23,10 +23,19 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from .faults import classify, unreachable
+from .faults import classify, credentials_unavailable, unreachable
 from .model import Association, AssociationState, InstanceState, ProfileRef
 
 MAX_FILTER_VALUES = 200  # EC2's limit on the values of one filter
+
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.NoAuthTokenError,
+    botocore.exceptions.SSOError,
+)
 
 _LIVE_FIRST = {
     AssociationState.ASSOCIATED: 0,
@@ -83,7 +92,9 @@ class Ec2Gateway:
         except botocore.exceptions.ClientError as error:
             details = error.response.get("Error", {})
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            raise classify(details.get("Code", "Unknown"), details.get("Message", ""), status) from None
+            raise classify(details.get("Code", "Unknown"), details.get("Message", ""), status, error.operation_name) from None
+        except _CREDENTIAL_ERRORS as error:
+            raise credentials_unavailable(type(error).__name__, str(error)) from None
         except (botocore.exceptions.BotoCoreError, OSError) as error:
             raise unreachable(error) from None
 

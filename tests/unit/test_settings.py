@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from instance_profile_operator.handlers import QuietWatchLog
-from instance_profile_operator.settings import add_arguments, from_arguments
+from instance_profile_operator.settings import SettingsError, add_arguments, from_arguments
 
 
 def parse(*argv: str):
@@ -61,15 +61,27 @@ def test_all_namespaces_flag_and_environment(monkeypatch):
     assert parse().namespaces == ()
 
 
-@pytest.mark.parametrize("argv,message", [
-    ((), "no region configured"),
-    (("--region", "us-east-1", "--resync-seconds", "0"), "--resync-seconds must be positive"),
-    (("--region", "us-east-1", "--workers", "0"), "--workers must be at least 1"),
+def test_no_region_is_refused_naming_every_source():
+    with pytest.raises(SettingsError, match="pass --region or set IPO_REGION, AWS_REGION or AWS_DEFAULT_REGION"):
+        parse()
+
+
+@pytest.mark.parametrize("argv", [("--resync-seconds", "0"), ("--workers", "0"), ("--retry-base-seconds", "nan")])
+def test_nonsense_flags_are_refused(argv):
+    with pytest.raises(SystemExit):
+        parse("--region", "us-east-1", *argv)
+
+
+@pytest.mark.parametrize("name,value,takes", [
+    ("IPO_WORKERS", "abc", "a whole number of at least 1"),
+    ("IPO_RESYNC_SECONDS", "0", "a number of seconds greater than 0"),
+    ("IPO_LOG_FORMAT", "xml", "one of text, json"),
+    ("IPO_ALL_NAMESPACES", "perhaps", "true or false"),
 ])
-def test_nonsense_is_refused(argv, message):
-    with pytest.raises(SystemExit) as refused:
-        parse(*argv)
-    assert message in str(refused.value)
+def test_nonsense_environment_is_refused_naming_the_variable(monkeypatch, name, value, takes):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"environment variable {name} takes {takes}, not '{value}'"):
+        parse("--region", "us-east-1")
 
 
 def test_namespace_and_all_namespaces_exclude_each_other(monkeypatch):
