@@ -45,7 +45,7 @@ POLICIES: dict[FaultKind, Policy] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: exception machinery (contextlib's __exit__) assigns __traceback__
 class AwsFault(Exception):
     """An EC2 call failed; ``kind`` decides what happens next."""
 
