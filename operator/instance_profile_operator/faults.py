@@ -65,7 +65,7 @@ CREDENTIALS_HINT = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: exception machinery (contextlib's __exit__) assigns __traceback__
 class AwsFault(Exception):
     """An EC2 call failed; ``kind`` decides what happens next."""
 
