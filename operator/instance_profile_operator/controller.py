@@ -31,7 +31,7 @@ from .observer import Observer
 from .registry import Key, Registry
 from .settings import Settings
 from .status import Report
-from .workqueue import WorkQueue, backoff
+from .workqueue import Priority, WorkQueue, backoff
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -103,7 +103,7 @@ class Controller:
             target = self.registry.target(binding)
             contenders = self.registry.remove(binding.key)
             for key in contenders:
-                self.queue.add(key)  # the next in line takes the instance over
+                self.queue.add(key, priority=Priority.USER)  # the next in line takes the instance over
             if target is not None and not contenders:
                 self.observer.forget(target)
             self.queue.forget(binding.key)
@@ -111,7 +111,7 @@ class Controller:
                 memory.pop(binding.key, None)
             return
         if self.registry.upsert(binding):
-            self.queue.add(binding.key)
+            self.queue.add(binding.key, priority=Priority.USER)
 
     async def resync(self) -> None:
         """Describe every bound instance in one batched pass, then reconcile every binding
@@ -124,7 +124,7 @@ class Controller:
         self.resyncs += 1
         for key in self.registry.keys():
             if key not in self._failures:
-                self.queue.add(key)
+                self.queue.add(key, priority=Priority.BACKGROUND)
 
     async def _resync_forever(self) -> None:
         while True:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
+
+from .ratelimit import Limit, parse_limit
 
 
 @dataclass(frozen=True)
@@ -22,10 +26,18 @@ class Settings:
     settle_max_seconds: float = 30.0
     liveness_endpoint: str | None = None
     metrics_address: str | None = None
+    ec2_budget_share: float = 1.0  # of each EC2 bucket of the account
+    ec2_rate_limits: tuple[tuple[str, Limit], ...] = ()  # overrides of EC2's defaults, per action
 
 
 def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _invalid(message: str) -> NoReturn:
+    """A one-line error, exit status 2 like argparse's usage errors."""
+    print(f"instance-profile-operator: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve kopf's health probes here, e.g. http://0.0.0.0:8080/healthz [IPO_LIVENESS_ENDPOINT]")
     parser.add_argument("--metrics-address", default=env("IPO_METRICS_ADDRESS"),
                         help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:8081 [IPO_METRICS_ADDRESS]")
+    parser.add_argument("--ec2-budget-share", default=env("IPO_EC2_BUDGET_SHARE", "1.0"),
+                        help="share of each EC2 request bucket of the account the operator may use, 0 < x <= 1 [IPO_EC2_BUDGET_SHARE]")
+    parser.add_argument("--ec2-rate-limit", action="append", dest="ec2_rate_limits",
+                        default=[item for item in env("IPO_EC2_RATE_LIMITS", "").split(",") if item.strip()],
+                        help="EC2 bucket of one action, ACTION=BURST:RATE, e.g. AssociateIamInstanceProfile=100:5 "
+                             "(repeatable; default: EC2's documented limits) [IPO_EC2_RATE_LIMITS, comma-separated]")
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:
@@ -67,6 +85,16 @@ def from_arguments(args: argparse.Namespace) -> Settings:
     for name in ("workers", "aws_concurrency", "aws_max_attempts"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        share = float(args.ec2_budget_share)
+    except ValueError:
+        share = 0.0
+    if not 0 < share <= 1:
+        _invalid(f"--ec2-budget-share / IPO_EC2_BUDGET_SHARE must be a fraction in (0, 1], not {args.ec2_budget_share!r}")
+    try:
+        limits = tuple(parse_limit(item) for item in args.ec2_rate_limits)
+    except ValueError as error:
+        _invalid(f"--ec2-rate-limit / IPO_EC2_RATE_LIMITS: {error}")
     return Settings(
         region=args.region,
         namespaces=() if args.all_namespaces else tuple(args.namespaces),
@@ -79,4 +107,6 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         retry_max_seconds=args.retry_max_seconds,
         liveness_endpoint=args.liveness_endpoint,
         metrics_address=args.metrics_address,
+        ec2_budget_share=share,
+        ec2_rate_limits=limits,
     )
