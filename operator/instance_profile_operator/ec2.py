@@ -100,6 +100,8 @@ class Ec2Gateway:
     async def _call(self, region: str, operation: str, account: str = "", **params: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         action = "".join(word.capitalize() for word in operation.split("_"))
+        if region not in self._clients:  # make the client before the token: a token is sent at once
+            await loop.run_in_executor(self._executor, self._client, region)
         attempts = 0
         while True:
             grant = await self.limiter.acquire(account, region, action)
