@@ -32,7 +32,7 @@ from .registry import Key, Registry
 from .settings import Settings
 from .status import Report
 from .uninstall import release_on_uninstall
-from .workqueue import WorkQueue, backoff
+from .workqueue import Priority, WorkQueue, backoff
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -102,9 +102,9 @@ class Controller:
         binding = Binding.from_body(body)
         if event_type == "DELETED":
             for key in self._forget(binding.key):
-                self.queue.add(key)  # the next in line takes the instance over
+                self.queue.add(key, priority=Priority.USER)  # the next in line takes the instance over
         elif self.registry.upsert(binding):
-            self.queue.add(binding.key)
+            self.queue.add(binding.key, priority=Priority.USER)
 
     def forget_all(self) -> None:
         """Drop every binding (their CRD is going away): nothing is reconciled until they are back."""
@@ -134,7 +134,7 @@ class Controller:
         self.resyncs += 1
         for key in self.registry.keys():
             if key not in self._failures:
-                self.queue.add(key)
+                self.queue.add(key, priority=Priority.BACKGROUND)
 
     async def _resync_forever(self) -> None:
         while True:

@@ -18,6 +18,7 @@ from .api import CRD_NAME, FINALIZER, GROUP, PLURAL, VERSION
 from .controller import Controller, RetryLater
 from .ec2 import Ec2Gateway
 from .kube import KubeWriter, load_api_client
+from .ratelimit import RateLimiter
 from .settings import Settings
 from .uninstall import Uninstaller
 
@@ -67,7 +68,8 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
     @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts)
+        limiter = RateLimiter(dict(config.ec2_rate_limits), config.ec2_budget_share)
+        gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, limiter=limiter)
         writer = KubeWriter(load_api_client())
         holder["controller"] = controller = Controller(config, gateway, writer)
         holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)

@@ -11,6 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .ratelimit import Limit, parse_limit
+
+
+ENFORCE, DISABLED = "Enforce", "Disabled"
+
 
 class SettingsError(Exception):
     """A flag or environment value the operator cannot use."""
@@ -31,6 +36,16 @@ class Settings:
     settle_max_seconds: float = 30.0
     liveness_endpoint: str | None = None
     metrics_address: str | None = None
+    ec2_budget_share: float = 1.0  # of each EC2 bucket of the account
+    ec2_rate_limits: tuple[tuple[str, Limit], ...] = ()  # overrides of EC2's defaults, per action
+    policy_enforcement: str = "Enforce"  # or Disabled: every binding is allowed, in the operator's account
+    webhook_address: str | None = None
+    webhook_cert_file: str | None = None
+    webhook_key_file: str | None = None
+
+    @property
+    def enforcing(self) -> bool:
+        return self.policy_enforcement == ENFORCE
 
 
 def positive_int(text: str) -> int:
@@ -60,6 +75,27 @@ def boolean(text: str) -> bool:
     if lowered in ("", "0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"takes a fraction greater than 0 and at most 1, not {text!r}")
+    return value
+
+
+def rate_limit(text: str) -> tuple[str, Limit]:
+    try:
+        return parse_limit(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"takes ACTION=BURST:RATE: {error}") from None
+
+
+def rate_limits(text: str) -> list[tuple[str, Limit]]:
+    return [rate_limit(item) for item in text.split(",") if item.strip()]
 
 
 def one_of(*choices: str) -> Callable[[str], str]:
@@ -109,11 +145,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve kopf's health probes here, e.g. http://0.0.0.0:8080/healthz [IPO_LIVENESS_ENDPOINT]")
     parser.add_argument("--metrics-address", default=from_env("IPO_METRICS_ADDRESS", None), metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:8081 [IPO_METRICS_ADDRESS]")
+    parser.add_argument("--ec2-budget-share", type=fraction, default=from_env("IPO_EC2_BUDGET_SHARE", 1.0, fraction),
+                        help="share of each EC2 request bucket of an account the operator may use [IPO_EC2_BUDGET_SHARE]")
+    parser.add_argument("--ec2-rate-limit", action="append", dest="ec2_rate_limits", type=rate_limit, metavar="ACTION=BURST:RATE",
+                        default=from_env("IPO_EC2_RATE_LIMITS", [], rate_limits),
+                        help="EC2 bucket of one action, e.g. AssociateIamInstanceProfile=100:5 (repeatable; default: "
+                             "EC2's documented buckets) [IPO_EC2_RATE_LIMITS, comma-separated]")
+    enforcement = one_of(ENFORCE, DISABLED)
+    parser.add_argument("--policy-enforcement", type=enforcement, default=from_env("IPO_POLICY_ENFORCEMENT", ENFORCE, enforcement),
+                        help="Enforce: a binding needs an InstanceProfilePolicy that allows it (docs/tenancy.md); "
+                             "Disabled: every binding is allowed [IPO_POLICY_ENFORCEMENT]")
+    parser.add_argument("--webhook-address", default=from_env("IPO_WEBHOOK_ADDRESS", None), metavar="HOST:PORT",
+                        help="serve the validating admission webhook (HTTPS) here; off when unset [IPO_WEBHOOK_ADDRESS]")
+    parser.add_argument("--webhook-cert-file", default=from_env("IPO_WEBHOOK_CERT_FILE", None), metavar="PATH",
+                        help="the webhook's serving certificate (PEM) [IPO_WEBHOOK_CERT_FILE]")
+    parser.add_argument("--webhook-key-file", default=from_env("IPO_WEBHOOK_KEY_FILE", None), metavar="PATH",
+                        help="the webhook's private key (PEM) [IPO_WEBHOOK_KEY_FILE]")
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:
     if not args.region:
         raise SettingsError("no region configured: pass --region or set IPO_REGION, AWS_REGION or AWS_DEFAULT_REGION")
+    if args.webhook_address and not (args.webhook_cert_file and args.webhook_key_file):
+        raise SettingsError("--webhook-address needs --webhook-cert-file and --webhook-key-file "
+                            "(IPO_WEBHOOK_CERT_FILE, IPO_WEBHOOK_KEY_FILE): the API server only calls webhooks over HTTPS")
     return Settings(
         region=args.region,
         namespaces=() if args.all_namespaces else tuple(args.namespaces),
@@ -126,4 +181,10 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         retry_max_seconds=args.retry_max_seconds,
         liveness_endpoint=args.liveness_endpoint,
         metrics_address=args.metrics_address,
+        ec2_budget_share=args.ec2_budget_share,
+        ec2_rate_limits=tuple(args.ec2_rate_limits),
+        policy_enforcement=args.policy_enforcement,
+        webhook_address=args.webhook_address,
+        webhook_cert_file=args.webhook_cert_file,
+        webhook_key_file=args.webhook_key_file,
     )
