@@ -15,7 +15,7 @@ import pytest
 
 from instance_profile_operator.devenv.cluster import DevEnv, Endpoints
 
-from .support.kube import REPO, Bindings, create_namespace, kubectl
+from .support.kube import ALLOW_TESTS, REPO, Bindings, create_namespace, kubectl
 from .support.waiting import wait_for
 
 
@@ -38,6 +38,8 @@ def crd(devenv: Endpoints) -> None:
     kubectl(devenv, "wait", "--for=condition=Established", "--timeout=30s",
             "crd/instanceprofilebindings.ec2.instanceprofiles.dev")
     wait_for(lambda: kubectl(devenv, "explain", "ipb.spec", check=False).returncode == 0, what="the CRD's OpenAPI")
+    kubectl(devenv, "wait", "--for=condition=Established", "--timeout=30s", "crd/instanceprofilepolicies.ec2.instanceprofiles.dev")
+    kubectl(devenv, "apply", "-f", "-", input=json.dumps(ALLOW_TESTS))
 
 
 @pytest.fixture

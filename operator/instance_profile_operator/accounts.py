@@ -24,7 +24,7 @@ import botocore.session
 
 from .api import COMPONENT
 from .faults import AwsFault, FaultKind, classify, unreachable
-from .policy import Account
+from .model import Account
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _SESSION_NAME_LIMIT = 64
@@ -76,9 +76,7 @@ class Accounts:
         self._session_name = role_session_name or session_name(operator_identity())
         self._duration = duration_seconds
         self._sessions: dict[Account, boto3.Session] = {}
-        self._sts = self._base.client("sts", region_name=self._region, config=botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10, user_agent_extra=COMPONENT,
-        ))
+        self._sts: Any = None  # made on first use: an operator acting in its own account never needs it
         self._lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
 
     def session(self, account: Account) -> boto3.Session:
@@ -98,13 +96,22 @@ class Accounts:
         core.register_component("credential_provider", botocore.credentials.CredentialResolver([_FixedProvider(credentials)]))
         return boto3.Session(botocore_session=core, region_name=self._region)
 
+    def _sts_client(self) -> Any:
+        with self._lock:
+            if self._sts is None:
+                self._sts = self._base.client("sts", region_name=self._region, config=botocore.config.Config(
+                    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10,
+                    user_agent_extra=COMPONENT,
+                ))
+            return self._sts
+
     def _assume(self, account: Account) -> dict[str, Any]:
         """Called by botocore, under the credentials' own lock, when they are missing or expiring."""
         params: dict[str, Any] = {"RoleArn": account.role_arn, "RoleSessionName": self._session_name, "DurationSeconds": self._duration}
         if account.external_id:
             params["ExternalId"] = account.external_id
         try:
-            issued = self._sts.assume_role(**params)["Credentials"]
+            issued = self._sts_client().assume_role(**params)["Credentials"]
         except botocore.exceptions.ClientError as error:
             details = error.response.get("Error", {})
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -3,6 +3,7 @@
 GROUP = "ec2.instanceprofiles.dev"
 VERSION = "v1alpha1"
 PLURAL = "instanceprofilebindings"
+POLICY_PLURAL = "instanceprofilepolicies"
 KIND = "InstanceProfileBinding"
 API_VERSION = f"{GROUP}/{VERSION}"
 FINALIZER = f"{GROUP}/finalizer"
@@ -36,4 +37,5 @@ class Reason:
     AWS_UNAVAILABLE = "AWSUnavailable"
     AWS_ERROR = "AWSError"
     CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
+    POLICY_DENIED = "PolicyDenied"
     RELEASED = "Released"

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
@@ -27,10 +27,13 @@ from .ec2 import Ec2Gateway
 from .faults import POLICIES, AwsFault, FaultKind, stalled_and_next_try
 from .kube import Event, KubeWriter
 from .model import Association, AssociationState, Binding, Desired, InstanceState, InvalidSpec, Target
+from .policy import Denied, NeedsInstanceTags, Rule
+from .policybook import NamespaceNotSeen
 from .observer import Observer
 from .registry import Key, Registry
 from .settings import Settings
 from .status import Report
+from .tenancy import Admission, Tenancy
 from .uninstall import release_on_uninstall
 from .workqueue import Priority, WorkQueue, backoff
 
@@ -61,13 +64,22 @@ class Step:
     requeue: float | None = None
 
 
+NAMESPACE_WAIT = 5.0  # seconds: a binding whose namespace the watch has not delivered yet
+
+
+def denied_report(denied: Denied) -> Report:
+    """A binding no policy allows: Stalled until a policy changes; what it associated earlier stays."""
+    return Report(Reason.POLICY_DENIED, denied.message, stalled=True, association_known=False)
+
+
 class Controller:
     def __init__(
-        self, settings: Settings, gateway: Ec2Gateway, writer: KubeWriter,
+        self, settings: Settings, gateway: Ec2Gateway, writer: KubeWriter, tenancy: Tenancy,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         self.settings = settings
+        self.tenancy = tenancy
         self.gateway = gateway
         self.writer = writer
         self.registry = Registry(settings.region)
@@ -106,6 +118,12 @@ class Controller:
         elif self.registry.upsert(binding):
             self.queue.add(binding.key, priority=Priority.USER)
 
+    def requeue_namespaces(self, namespaces: set[str]) -> None:
+        """Re-evaluate the bindings of ``namespaces`` (a policy or a namespace's labels changed)."""
+        for key in self.registry.keys():
+            if key[0] in namespaces:
+                self.queue.add(key, priority=Priority.USER)
+
     def forget_all(self) -> None:
         """Drop every binding (their CRD is going away): nothing is reconciled until they are back."""
         for key in self.registry.keys():
@@ -127,7 +145,7 @@ class Controller:
         """Describe every bound instance in one batched pass, then reconcile every binding
         that is not waiting out a failure backoff."""
         try:
-            await self.observer.refresh(self.registry.instances_by_region())
+            await self.observer.refresh(self.registry.instances_by_place())
         except AwsFault as fault:
             log.warning("resync could not describe associations, trying again next interval: %s", fault)
             return
@@ -171,6 +189,15 @@ class Controller:
         except InvalidSpec as error:
             await self._publish(binding, self.settings.region, Report(Reason.INVALID_SPEC, str(error), stalled=True))
             return None
+        admission = await self._admit(binding, desired)
+        if isinstance(admission, Denied):
+            await self._publish(binding, desired.target.region, denied_report(admission),
+                                (Event(WARNING, Reason.POLICY_DENIED, admission.message),))
+            return None
+        if isinstance(admission, NamespaceNotSeen):
+            return NAMESPACE_WAIT  # its watch event requeues the binding; this is a safety net
+        desired = admission.desired
+        self.registry.place(key, desired.target.account)
         owner = self.registry.owner(desired.target)
         if owner is not None and owner.key != key:
             # Another tenant's objects are none of this one's business: name only a neighbour.
@@ -183,14 +210,28 @@ class Controller:
                                 (Event(WARNING, Reason.CONFLICT, message),))
             return None
         async with self._locks[key]:
-            step = await self._converge(binding, desired)
+            step = await self._converge(binding, desired, admission.tags_pending)
         for event in step.events:  # before the status: whoever sees the status finds its Event
             await self.writer.record(binding, event)
         if step.report is not None:
-            await self._publish(binding, desired.target.region, step.report)
+            acted = step.report.association_known and step.report.reason != Reason.POLICY_DENIED
+            await self._publish(binding, desired.target.region, step.report,
+                                role_arn=desired.target.account if acted else None)
         return step.requeue
 
-    async def _converge(self, binding: Binding, desired: Desired) -> Step:
+    async def _admit(self, binding: Binding, desired: Desired) -> Admission:
+        """The tenancy verdict; when it hinges on tags in several accounts, look them up now."""
+        admission = self.tenancy.admit(binding, desired)
+        if not isinstance(admission, NeedsInstanceTags):
+            return admission
+        try:
+            tags = {account.key: (await self.observer.instance(replace(desired.target, account=account.key))).tags
+                    for account in admission.accounts}
+        except AwsFault as fault:
+            return Denied(Rule.INSTANCE_TAGS, f"cannot read the instance's tags to check the policy: {fault}")
+        return self.tenancy.admit(binding, desired, tags)
+
+    async def _converge(self, binding: Binding, desired: Desired, tags_pending: bool) -> Step:
         target = desired.target
         association: Association | None = None
         observed = False
@@ -199,7 +240,12 @@ class Controller:
             observed = True
             action = decide(desired, association, InstanceState.UNKNOWN)
             if isinstance(action, LookUpInstance):
-                action = decide(desired, association, await self.observer.instance_state(target))
+                action = decide(desired, association, (await self.observer.instance(target)).state)
+            if tags_pending and isinstance(action, (Associate, Replace, Disassociate)):
+                tags = {target.account: (await self.observer.instance(target)).tags}
+                verdict = self.tenancy.admit(binding, desired, tags)
+                if isinstance(verdict, Denied):  # checked before any change, never at steady state
+                    return Step(denied_report(verdict), (Event(WARNING, Reason.POLICY_DENIED, verdict.message),))
             if isinstance(action, WaitForInstance):
                 message = f"instance {target.instance_id} is {action.state.value}; waiting until it is running or stopped"
                 return self._failed(binding, FaultKind.INSTANCE_NOT_READY, message, association)
@@ -215,11 +261,11 @@ class Controller:
 
     async def _apply(self, target: Target, action: Action) -> Association | None:
         if isinstance(action, Associate):
-            result = await self.gateway.associate(target.region, target.instance_id, action.profile)
+            result = await self.gateway.associate(target.region, target.instance_id, action.profile, target.account)
         elif isinstance(action, Replace):
-            result = await self.gateway.replace(target.region, action.association.association_id, action.profile)
+            result = await self.gateway.replace(target.region, action.association.association_id, action.profile, target.account)
         elif isinstance(action, Disassociate):
-            result = await self.gateway.disassociate(target.region, action.association.association_id)
+            result = await self.gateway.disassociate(target.region, action.association.association_id, target.account)
         else:
             return None
         self.observer.invalidate(target)
@@ -291,9 +337,10 @@ class Controller:
                         association=association, association_known=observed)
         return Step(report, (Event(WARNING, policy.reason, message),), requeue=delay)
 
-    async def _publish(self, binding: Binding, region: str, report: Report, announce: tuple[Event, ...] = ()) -> bool:
+    async def _publish(self, binding: Binding, region: str, report: Report, announce: tuple[Event, ...] = (),
+                       role_arn: str | None = None) -> bool:
         """Write the status if it changed, after recording the ``announce`` Events; True if it did."""
-        new = status.render(binding.status, binding.generation, region, report, self._now())
+        new = status.render(binding.status, binding.generation, region, report, self._now(), role_arn)
         if not status.differs(binding.status, new):
             return False
         for event in announce:
@@ -315,7 +362,9 @@ class Controller:
             desired = binding.desired(self.settings.region)
         except InvalidSpec:
             return  # it never managed anything
-        target = desired.target
+        target = self.registry.target(binding)  # in the account it acted in, whatever policies say now
+        assert target is not None
+        desired = replace(desired, target=target)
         owner = self.registry.owner(target)
         async with self._locks[binding.key]:
             try:
@@ -323,7 +372,7 @@ class Controller:
                 action = decide_deletion(desired, binding.status.get("associationId"), association,
                                          owner is None or owner.key == binding.key)
                 if isinstance(action, Disassociate):
-                    await self.gateway.disassociate(target.region, action.association.association_id)
+                    await self.gateway.disassociate(target.region, action.association.association_id, target.account)
                     self.observer.invalidate(target)
             except AwsFault as fault:
                 if fault.kind in (FaultKind.STALE_OBSERVATION, FaultKind.INSTANCE_NOT_FOUND):

@@ -4,7 +4,8 @@ boto3 is synchronous, so calls run on a small dedicated thread pool and the even
 blocks. We chose that over an async botocore (aiobotocore) on purpose: aiobotocore pins exact
 botocore releases, which couples the operator's boto3 to another project's release cadence,
 while the operator's EC2 call rate is bounded by EC2's own API limits, for which a handful of
-threads is plenty. boto3 clients are thread-safe; one is kept per region.
+threads is plenty. boto3 clients are thread-safe; one is kept per account and region, made from
+the account's session (``accounts.Accounts``: the operator's own credentials or an assumed role).
 
 Every request first waits for a token of its (account, region, action) from the
 ``RateLimiter`` (a paginated describe takes one per page), and reports EC2's refusals back to
@@ -19,14 +20,15 @@ import asyncio
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
 from .faults import AwsFault, FaultKind, classify, credentials_unavailable, unreachable
-from .model import Association, AssociationState, InstanceState, ProfileRef
+from .accounts import Accounts
+from .model import Account, Association, AssociationState, Instance, InstanceState, Place, ProfileRef
 from .ratelimit import RateLimiter
 from .workqueue import backoff
 
@@ -70,8 +72,10 @@ def current_associations(items: Iterable[Association]) -> dict[str, Association]
 
 class Ec2Gateway:
     def __init__(self, max_concurrency: int = 8, max_attempts: int = 5, session: boto3.Session | None = None,
-                 limiter: RateLimiter | None = None):
-        self._session = session or boto3.Session()
+                 limiter: RateLimiter | None = None, accounts: Accounts | None = None,
+                 account_of: Callable[[str], Account] = lambda role_arn: Account(role_arn)):
+        self._accounts = accounts or Accounts(base=session)
+        self._account_of = account_of  # role ARN -> the Account (with its external ID) of the policies
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ec2")
         self._max_attempts = max_attempts
         self.limiter = limiter or RateLimiter()
@@ -82,7 +86,7 @@ class Ec2Gateway:
             max_pool_connections=max_concurrency,
             user_agent_extra="instance-profile-operator",
         )
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[Place, Any] = {}
         self._lock = threading.Lock()
         self.calls: dict[str, int] = {}  # requests sent per operation, for metrics and benchmarks
         self.throttled: dict[str, int] = {}  # of which EC2 refused (RequestLimitExceeded)
@@ -90,15 +94,16 @@ class Ec2Gateway:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _client(self, region: str) -> Any:
+    def _client(self, account: str, region: str) -> Any:
         with self._lock:  # boto3 sessions are not thread-safe; clients are
-            if region not in self._clients:
-                self._clients[region] = self._session.client("ec2", region_name=region, config=self._config)
-            return self._clients[region]
+            if (account, region) not in self._clients:
+                session = self._accounts.session(self._account_of(account))
+                self._clients[account, region] = session.client("ec2", region_name=region, config=self._config)
+            return self._clients[account, region]
 
-    def _invoke(self, region: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _invoke(self, account: str, region: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         try:
-            return getattr(self._client(region), operation)(**params)
+            return getattr(self._client(account, region), operation)(**params)
         except botocore.exceptions.ClientError as error:
             details = error.response.get("Error", {})
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -111,15 +116,15 @@ class Ec2Gateway:
     async def _call(self, region: str, operation: str, account: str = "", **params: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         action = "".join(word.capitalize() for word in operation.split("_"))
-        if region not in self._clients:  # make the client before the token: a token is sent at once
-            await loop.run_in_executor(self._executor, self._client, region)
+        if (account, region) not in self._clients:  # make the client before the token: a token is sent at once
+            await loop.run_in_executor(self._executor, self._client, account, region)
         attempts = 0
         while True:
             grant = await self.limiter.acquire(account, region, action)
             self.calls[operation] = self.calls.get(operation, 0) + 1
             attempts += 1
             try:
-                return await loop.run_in_executor(self._executor, functools.partial(self._invoke, region, operation, params))
+                return await loop.run_in_executor(self._executor, functools.partial(self._invoke, account, region, operation, params))
             except AwsFault as fault:
                 if fault.kind is FaultKind.THROTTLED:
                     self.throttled[operation] = self.throttled.get(operation, 0) + 1
@@ -129,50 +134,56 @@ class Ec2Gateway:
                 if fault.kind is FaultKind.UNAVAILABLE:
                     await asyncio.sleep(backoff(attempts - 1, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS))
 
-    async def _pages(self, region: str, operation: str, instance_ids: Iterable[str]) -> AsyncIterator[dict[str, Any]]:
+    async def _pages(self, region: str, operation: str, instance_ids: Iterable[str],
+                     account: str) -> AsyncIterator[dict[str, Any]]:
         """Every page of ``operation`` filtered by instance ID, 200 IDs per call."""
         for batch in chunks(sorted(set(instance_ids))):
             params: dict[str, Any] = {"Filters": [{"Name": "instance-id", "Values": batch}]}
             while True:
-                page = await self._call(region, operation, **params)
+                page = await self._call(region, operation, account, **params)
                 yield page
                 if not page.get("NextToken"):
                     break
                 params["NextToken"] = page["NextToken"]
 
-    async def describe_associations(self, region: str, instance_ids: Iterable[str]) -> dict[str, Association]:
+    async def describe_associations(self, region: str, instance_ids: Iterable[str],
+                                    account: str = "") -> dict[str, Association]:
         """The current association of each instance that has one."""
         found = [
             Association.from_aws(item)
-            async for page in self._pages(region, "describe_iam_instance_profile_associations", instance_ids)
+            async for page in self._pages(region, "describe_iam_instance_profile_associations", instance_ids, account)
             for item in page.get("IamInstanceProfileAssociations", [])
         ]
         return current_associations(found)
 
-    async def describe_instance_states(self, region: str, instance_ids: Iterable[str]) -> dict[str, InstanceState]:
-        """State per instance; instances EC2 does not know are NOT_FOUND."""
+    async def describe_instances(self, region: str, instance_ids: Iterable[str],
+                                 account: str = "") -> dict[str, Instance]:
+        """State and tags per instance; instances EC2 does not know are NOT_FOUND, without tags."""
         instance_ids = list(instance_ids)
-        states = {instance_id: InstanceState.NOT_FOUND for instance_id in instance_ids}
-        async for page in self._pages(region, "describe_instances", instance_ids):
+        found = {instance_id: Instance(InstanceState.NOT_FOUND, {}) for instance_id in instance_ids}
+        async for page in self._pages(region, "describe_instances", instance_ids, account):
             for reservation in page.get("Reservations", []):
                 for instance in reservation.get("Instances", []):
-                    states[instance["InstanceId"]] = InstanceState(instance["State"]["Name"])
-        return states
+                    found[instance["InstanceId"]] = Instance(
+                        InstanceState(instance["State"]["Name"]), {t["Key"]: t["Value"] for t in instance.get("Tags") or []})
+        return found
 
-    async def associate(self, region: str, instance_id: str, profile: ProfileRef) -> Association:
+    async def associate(self, region: str, instance_id: str, profile: ProfileRef,
+                        account: str = "") -> Association:
         response = await self._call(
-            region, "associate_iam_instance_profile", InstanceId=instance_id, IamInstanceProfile=profile.as_request()
+            region, "associate_iam_instance_profile", account, InstanceId=instance_id, IamInstanceProfile=profile.as_request()
         )
         return Association.from_aws(response["IamInstanceProfileAssociation"])
 
-    async def replace(self, region: str, association_id: str, profile: ProfileRef) -> Association:
+    async def replace(self, region: str, association_id: str, profile: ProfileRef,
+                      account: str = "") -> Association:
         response = await self._call(
-            region, "replace_iam_instance_profile_association",
+            region, "replace_iam_instance_profile_association", account,
             AssociationId=association_id, IamInstanceProfile=profile.as_request(),
         )
         return Association.from_aws(response["IamInstanceProfileAssociation"])
 
-    async def disassociate(self, region: str, association_id: str) -> Association:
-        response = await self._call(region, "disassociate_iam_instance_profile", AssociationId=association_id)
+    async def disassociate(self, region: str, association_id: str, account: str = "") -> Association:
+        response = await self._call(region, "disassociate_iam_instance_profile", account, AssociationId=association_id)
         return Association.from_aws(response["IamInstanceProfileAssociation"])
 

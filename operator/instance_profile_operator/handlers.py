@@ -14,23 +14,28 @@ from typing import Any
 import kopf
 
 from . import metrics
-from .api import CRD_NAME, FINALIZER, GROUP, PLURAL, VERSION
+from .accounts import Accounts
+from .admission import register_admission, webhook_server
+from .api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
 from .controller import Controller, RetryLater
 from .ec2 import Ec2Gateway
 from .kube import KubeWriter, load_api_client
 from .ratelimit import RateLimiter
+from .model import Account, Target
 from .settings import Settings
+from .tenancy import Tenancy
 from .uninstall import Uninstaller
 
 
 WATCH_HANDLER = "watch"
+QUIET_HANDLERS = (WATCH_HANDLER, "crd", "policy", "namespace")
 
 
 class QuietWatchLog(logging.Filter):
     """kopf logs "Handler 'watch' succeeded." for every watch event; keep everything else."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() not in {f"Handler {handler!r} succeeded." for handler in (WATCH_HANDLER, "crd")}
+        return record.getMessage() not in {f"Handler {handler!r} succeeded." for handler in QUIET_HANDLERS}
 
 
 class SayOnce(logging.Filter):
@@ -68,10 +73,20 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
     @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        limiter = RateLimiter(dict(config.ec2_rate_limits), config.ec2_budget_share)
-        gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, limiter=limiter)
+        if config.webhook_address and config.enforcing:
+            settings.admission.server = webhook_server(config.webhook_address, config.webhook_cert_file, config.webhook_key_file)
         writer = KubeWriter(load_api_client())
-        holder["controller"] = controller = Controller(config, gateway, writer)
+        tenancy = Tenancy(config.enforcing)
+        if config.enforcing:  # know every policy and namespace before the first binding is judged
+            for body in await writer.list_policies():
+                tenancy.book.on_policy(None, body)
+            for body in await writer.list_namespaces():
+                tenancy.book.on_namespace(None, body)
+        limiter = RateLimiter(dict(config.ec2_rate_limits), config.ec2_budget_share)
+        gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, limiter=limiter,
+                             accounts=Accounts(region=config.region), account_of=tenancy.account_of)
+        holder["tenancy"] = tenancy
+        holder["controller"] = controller = Controller(config, gateway, writer, tenancy)
         holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)
         await controller.start()
         if config.metrics_address:
@@ -93,6 +108,20 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
     async def crd_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
         holder["uninstaller"].on_crd_event(type, body)
 
+    if config.enforcing:
+        @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, id="policy", registry=registry)
+        async def policy_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+            holder["controller"].requeue_namespaces(holder["tenancy"].book.on_policy(type, body))
+
+        @kopf.on.event("", "v1", "namespaces", id="namespace", registry=registry)
+        async def namespace_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+            holder["controller"].requeue_namespaces(holder["tenancy"].book.on_namespace(type, body))
+
+        if config.webhook_address:
+            register_admission(registry, lambda: holder["tenancy"].book if "tenancy" in holder else None,
+                               lambda account, region, instance_id: _instance_tags(holder, account, region, instance_id),
+                               config.region)
+
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
         try:
@@ -105,3 +134,9 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
         return len(holder["controller"].registry)
 
     return registry
+
+
+async def _instance_tags(holder: dict[str, Any], account: Account, region: str, instance_id: str) -> dict[str, str]:
+    """For admission: the instance's tags in ``account`` (a batched, read-only EC2 call)."""
+    instance = await holder["controller"].observer.instance(Target(region, instance_id, account.key))
+    return dict(instance.tags)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from .api import API_VERSION, COMPONENT, CRD_NAME, FINALIZER, GROUP, KIND, PLURAL, VERSION
+from .api import API_VERSION, COMPONENT, CRD_NAME, FINALIZER, GROUP, KIND, PLURAL, POLICY_PLURAL, VERSION
 from .model import Binding
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,19 @@ class KubeWriter:
                 return False
             raise
         return True
+
+    async def list_policies(self) -> list[dict[str, Any]]:
+        """Every InstanceProfilePolicy; none while their CRD is not installed."""
+        try:
+            return (await self._run(self._custom.list_cluster_custom_object, GROUP, VERSION, POLICY_PLURAL))["items"]
+        except ApiException as error:
+            if error.status == 404:
+                return []
+            raise
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        listed = await self._run(self._core.list_namespace)
+        return [{"metadata": {"name": ns.metadata.name, "labels": ns.metadata.labels or {}}} for ns in listed.items]
 
     async def crd_deleting(self) -> bool:
         """Whether the InstanceProfileBinding CRD is being deleted (an uninstall)."""

@@ -58,11 +58,52 @@ class ProfileRef:
 
 
 @dataclass(frozen=True)
+class Account:
+    """Where a binding acts: through ``role_arn`` (assumed with STS), or "" for the operator's
+    own credentials."""
+
+    role_arn: str = ""
+    external_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """The role ARN, "" for the operator's own credentials."""
+        return self.role_arn
+
+    @property
+    def display(self) -> str:
+        return f"role {self.role_arn}" if self.role_arn else "the operator's own credentials"
+
+
+OWN_ACCOUNT = Account()
+
+
+@dataclass(frozen=True)
 class Target:
-    """One EC2 instance, identified across regions."""
+    """One EC2 instance, identified across accounts and regions. ``account`` is the role ARN the
+    operator acts through ("" for its own credentials): ``Account.key``."""
 
     region: str
     instance_id: str
+    account: str = ""
+
+    @property
+    def place(self) -> "Place":
+        return (self.account, self.region)
+
+
+Place = tuple[str, str]  # an account (role ARN, "" for the operator's own) and a region
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What DescribeInstances tells of one instance: its state and its tags."""
+
+    state: InstanceState
+    tags: Mapping[str, str]
+
+
+MISSING_INSTANCE = Instance(InstanceState.NOT_FOUND, {})
 
 
 @dataclass(frozen=True)

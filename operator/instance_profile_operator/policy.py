@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Union
 
-from .model import ProfileRef
+from .model import OWN_ACCOUNT, Account, ProfileRef
 
 DOCS = "docs/tenancy.md"
 _ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[!-~]{1,512}$")
@@ -26,25 +26,6 @@ class InvalidPolicy(ValueError):
     """A policy body the CRD schema should have rejected (an old CRD, or validation bypassed)."""
 
 
-@dataclass(frozen=True)
-class Account:
-    """Where a binding acts: through ``role_arn`` (assumed with STS), or "" for the operator's
-    own credentials."""
-
-    role_arn: str = ""
-    external_id: str = ""
-
-    @property
-    def key(self) -> str:
-        """The account part of a ``Target``: the role ARN, "" for the operator's own."""
-        return self.role_arn
-
-    @property
-    def display(self) -> str:
-        return f"role {self.role_arn}" if self.role_arn else "the operator's own credentials"
-
-
-OWN_ACCOUNT = Account()
 
 
 def glob_matches(pattern: str, text: str) -> bool:
@@ -200,7 +181,8 @@ def _parse_account(value: Any) -> Account:
 
 def parse_policy(body: Mapping[str, Any]) -> Policy:
     """An InstanceProfilePolicy object as a value; raises ``InvalidPolicy`` for a malformed one."""
-    name = (body.get("metadata") or {}).get("name") or ""
+    meta = body.get("metadata")
+    name = str(meta.get("name") or "") if isinstance(meta, Mapping) else ""
     try:
         spec = _mapping(body.get("spec"), "spec")
         regions = spec.get("regions")

@@ -2,7 +2,8 @@
 
 It answers who owns an instance when several bindings name it (the earliest created wins;
 the others report ``Conflict`` and make no EC2 call), and which instances the periodic
-resync has to describe.
+resync has to describe. An instance is identified by account, region and ID: a binding's
+account is what its allowing policy decided (``place``), else what its status recorded.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 
-from .model import Binding, InvalidSpec, Target
+from .model import Binding, InvalidSpec, Place, Target
 
 Key = tuple[str, str]
 
@@ -21,6 +22,7 @@ class Registry:
         self._bindings: dict[Key, Binding] = {}
         self._targets: dict[Key, Target] = {}
         self._by_target: dict[Target, set[Key]] = defaultdict(set)
+        self._accounts: dict[Key, str] = {}  # decided by policy at the last reconcile
 
     def __len__(self) -> int:
         return len(self._bindings)
@@ -30,25 +32,40 @@ class Registry:
 
     def target(self, binding: Binding) -> Target | None:
         try:
-            return binding.desired(self.default_region).target
+            target = binding.desired(self.default_region).target
         except InvalidSpec:
             return None
+        account = self._accounts.get(binding.key, binding.status.get("roleArn") or "")
+        return dataclasses.replace(target, account=account)
+
+    def place(self, key: Key, account: str) -> None:
+        """Record the account a binding acts in (its policy decides), and index it there."""
+        if self._accounts.get(key) != account:
+            self._accounts[key] = account
+            binding = self._bindings.get(key)
+            if binding is not None:
+                self._index(binding)
 
     def upsert(self, binding: Binding) -> bool:
         """Remember ``binding``; True when it needs reconciling (new, spec or lifecycle changed),
         False for a change of status alone."""
         before = self._bindings.get(binding.key)
         self._bindings[binding.key] = binding
+        self._index(binding)
+        return before is None or (before.generation, before.deleting, before.finalized, before.uid) != (
+            binding.generation, binding.deleting, binding.finalized, binding.uid,
+        )
+
+    def _index(self, binding: Binding) -> None:
         target = self.target(binding)
         old_target = self._targets.pop(binding.key, None)
         if old_target is not None:
             self._by_target[old_target].discard(binding.key)
+            if not self._by_target[old_target]:
+                del self._by_target[old_target]
         if target is not None:
             self._targets[binding.key] = target
             self._by_target[target].add(binding.key)
-        return before is None or (before.generation, before.deleting, before.finalized, before.uid) != (
-            binding.generation, binding.deleting, binding.finalized, binding.uid,
-        )
 
     def remember_status(self, key: Key, status: dict) -> None:
         """Our own write, known before its watch event arrives."""
@@ -60,6 +77,7 @@ class Registry:
     def remove(self, key: Key) -> list[Key]:
         """Forget a deleted binding; return the bindings that named the same instance."""
         self._bindings.pop(key, None)
+        self._accounts.pop(key, None)
         target = self._targets.pop(key, None)
         if target is None:
             return []
@@ -78,10 +96,10 @@ class Registry:
     def keys(self) -> list[Key]:
         return list(self._bindings)
 
-    def instances_by_region(self) -> dict[str, list[str]]:
-        """Every instance a live binding names, grouped by region: what a resync describes."""
-        regions: dict[str, list[str]] = defaultdict(list)
+    def instances_by_place(self) -> dict[Place, list[str]]:
+        """Every instance a live binding names, grouped by account and region: what a resync describes."""
+        places: dict[Place, list[str]] = defaultdict(list)
         for target, keys in self._by_target.items():
             if any(not self._bindings[k].deleting for k in keys):
-                regions[target.region].append(target.instance_id)
-        return dict(regions)
+                places[target.place].append(target.instance_id)
+        return dict(places)

@@ -32,8 +32,11 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def render(previous: Mapping[str, Any], generation: int, region: str, report: Report, now: datetime) -> dict[str, Any]:
-    """The complete new status. Absent fields are None so that a merge patch removes them."""
+def render(previous: Mapping[str, Any], generation: int, region: str, report: Report, now: datetime,
+           role_arn: str | None = None) -> dict[str, Any]:
+    """The complete new status. Absent fields are None so that a merge patch removes them.
+    ``role_arn``: the role the binding acts through ("" for the operator's own credentials;
+    None when this reconcile did not act, keeping what status said)."""
     association = report.association
     wanted = [(READY, report.ready)]
     if report.reconciling:
@@ -65,6 +68,7 @@ def render(previous: Mapping[str, Any], generation: int, region: str, report: Re
     return {
         **observed,
         "region": region,
+        "roleArn": previous.get("roleArn") if role_arn is None else (role_arn or None),
         "observedGeneration": generation,
         "conditions": conditions,
         "lastSyncTime": timestamp(now),

@@ -33,7 +33,8 @@ def test_binding_becomes_ready_and_status_tells_the_truth(devenv, operator, bind
     status = bindings.status("web")
     assert status["associationId"] == association["AssociationId"]
     assert status["state"] == "associated"
-    assert status["instanceProfile"] == {"arn": WEB_ARN, "id": association["IamInstanceProfile"]["Id"]}
+    assert status["instanceProfile"] == {"arn": WEB_ARN, "name": "web-server", "id": association["IamInstanceProfile"]["Id"]}
+    assert "roleArn" not in status  # the operator's own account
     assert status["observedGeneration"] == 1 and status["region"] == "us-east-1"
     assert status["lastSyncTime"]
     assert [c["type"] for c in status["conditions"]] == ["Ready"]  # no Reconciling/Stalled once done
@@ -42,8 +43,8 @@ def test_binding_becomes_ready_and_status_tells_the_truth(devenv, operator, bind
     assert mutations(operator) == {"associate_iam_instance_profile": 1, "replace_iam_instance_profile_association": 0,
                                    "disassociate_iam_instance_profile": 0}
     rows = [line.split() for line in kubectl(devenv, "get", "ipb", "-A").stdout.splitlines()]
-    assert [bindings.namespace, "web", instance_id, "web-server", "associated", association["AssociationId"], "True"] in [
-        row[:7] for row in rows]
+    assert [bindings.namespace, "web", instance_id, "web-server", "web-server", "associated", association["AssociationId"],
+            "True"] in [row[:8] for row in rows]
 
 
 def test_same_profile_already_associated_is_adopted_without_a_mutating_call(operator, bindings, ec2, new_instance):

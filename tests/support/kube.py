@@ -78,7 +78,19 @@ class Bindings:
         return [e.reason for e in self.events(name)]
 
 
-def create_namespace(api_client: kubernetes.client.ApiClient, prefix: str = "t") -> str:
+TEST_LABELS = {"instanceprofiles.dev/test": "true"}
+# Tests of everything but tenancy run under policy enforcement (the default) with this policy.
+ALLOW_TESTS = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "InstanceProfilePolicy",
+    "metadata": {"name": "tests-allow-all"},
+    "spec": {"namespaceSelector": {"matchLabels": TEST_LABELS}, "instanceProfiles": [{"name": "*"}, {"arn": "*"}]},
+}
+
+
+def create_namespace(api_client: kubernetes.client.ApiClient, prefix: str = "t", labels: dict[str, str] | None = None) -> str:
+    """A new namespace, by default one the ``ALLOW_TESTS`` policy selects."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    kubernetes.client.CoreV1Api(api_client).create_namespace({"metadata": {"name": name}})
+    labels = TEST_LABELS if labels is None else labels
+    kubernetes.client.CoreV1Api(api_client).create_namespace({"metadata": {"name": name, "labels": labels}})
     return name

@@ -30,7 +30,7 @@ class ScriptedGateway(Ec2Gateway):
         self.answers = list(answers)
         self.sent: list[tuple[str, str]] = []
 
-    def _invoke(self, region, operation, params):
+    def _invoke(self, account, region, operation, params):
         self.sent.append((region, operation))
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
@@ -87,6 +87,6 @@ async def test_a_paginated_describe_takes_one_token_per_page():
 
 def test_botocore_does_not_retry_on_its_own():
     gateway = Ec2Gateway(session=boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"))
-    client = gateway._client("us-east-1")
+    client = gateway._client("", "us-east-1")
     assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
     gateway.close()

@@ -96,7 +96,7 @@ def test_invalid_spec_has_no_target():
     reg = registry(bad)
     assert reg.get(bad.key) == bad
     assert reg.target(bad) is None
-    assert reg.instances_by_region() == {}
+    assert reg.instances_by_place() == {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_upsert_moves_binding_to_new_target():
     reg.upsert(moved)
     assert reg.owner(TARGET) is None
     assert reg.owner(Target(DEFAULT_REGION, "i-0fffffffffffffff0")) == moved
-    assert reg.instances_by_region() == {DEFAULT_REGION: ["i-0fffffffffffffff0"]}
+    assert reg.instances_by_place() == {("", DEFAULT_REGION): ["i-0fffffffffffffff0"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_remove_last_binding_of_instance():
     reg = registry(binding("only"))
     assert reg.remove(("default", "only")) == []
     assert reg.owner(TARGET) is None
-    assert reg.instances_by_region() == {}
+    assert reg.instances_by_place() == {}
     assert len(reg) == 0
 
 
@@ -174,31 +174,50 @@ def test_remove_unknown_key():
 
 
 # --------------------------------------------------------------------------------------------
-# instances_by_region()
+# instances_by_place()
 # --------------------------------------------------------------------------------------------
 
 
-def test_instances_by_region_groups_by_region():
+def test_instances_by_place_groups_by_region():
     reg = registry(
         binding("a", instance="i-0000000000000000a"),
         binding("b", instance="i-0000000000000000b", region=DEFAULT_REGION),
         binding("c", instance="i-0000000000000000c", region="eu-west-1"),
         binding("c2", instance="i-0000000000000000c", region="eu-west-1"),  # same instance listed once
     )
-    grouped = {region: sorted(ids) for region, ids in reg.instances_by_region().items()}
+    grouped = {place: sorted(ids) for place, ids in reg.instances_by_place().items()}
     assert grouped == {
-        DEFAULT_REGION: ["i-0000000000000000a", "i-0000000000000000b"],
-        "eu-west-1": ["i-0000000000000000c"],
+        ("", DEFAULT_REGION): ["i-0000000000000000a", "i-0000000000000000b"],
+        ("", "eu-west-1"): ["i-0000000000000000c"],
     }
 
 
-def test_instances_by_region_excludes_instances_only_deleting_bindings_name():
+ROLE = "arn:aws:iam::222233334444:role/ipo"
+
+
+def test_the_same_instance_id_in_two_accounts_is_two_instances():
+    reg = registry(binding("own", instance="i-0000000000000000a"),
+                   binding("other", instance="i-0000000000000000a", created="2025-01-02T00:00:00Z"))
+    assert reg.owner(Target(DEFAULT_REGION, "i-0000000000000000a")).name == "own"  # one contends with the other...
+    reg.place(("default", "other"), ROLE)  # ...until its policy places it in another account
+    assert reg.owner(Target(DEFAULT_REGION, "i-0000000000000000a")).name == "own"
+    assert reg.owner(Target(DEFAULT_REGION, "i-0000000000000000a", ROLE)).name == "other"
+    assert {place: ids for place, ids in reg.instances_by_place().items()} == {
+        ("", DEFAULT_REGION): ["i-0000000000000000a"], (ROLE, DEFAULT_REGION): ["i-0000000000000000a"]}
+
+
+def test_the_account_recorded_in_status_places_a_binding_after_a_restart():
+    reg = registry(binding("other", instance="i-0000000000000000a", status={"roleArn": ROLE}))
+    assert reg.owner(Target(DEFAULT_REGION, "i-0000000000000000a", ROLE)).name == "other"
+
+
+def test_instances_by_place_excludes_instances_only_deleting_bindings_name():
     reg = registry(
         binding("gone", instance="i-0000000000000000a", deleting=True),
         binding("leaving", instance="i-0000000000000000b", deleting=True),
         binding("staying", instance="i-0000000000000000b"),
     )
-    assert reg.instances_by_region() == {DEFAULT_REGION: ["i-0000000000000000b"]}
+    assert reg.instances_by_place() == {("", DEFAULT_REGION): ["i-0000000000000000b"]}
 
 
 # --------------------------------------------------------------------------------------------
