@@ -9,10 +9,42 @@ import os
 import sys
 
 import kopf
+import kubernetes
 
-from . import __version__
+from . import __version__, leader, metrics
 from .handlers import QuietWatchLog, build_registry
-from .settings import add_arguments, from_arguments
+from .kube import load_api_client
+from .settings import Settings, add_arguments, from_arguments
+
+
+async def run(settings: Settings) -> None:
+    """Serve metrics, then run kopf: at once, or once elected when leader election is on."""
+    collected = metrics.Metrics()
+    server = await metrics.serve(collected, settings.metrics_address) if settings.metrics_address else None
+    registry = build_registry(settings, collected)
+
+    async def operate(stop: asyncio.Event | None = None) -> None:
+        await kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=settings.liveness_endpoint,
+            stop_flag=stop,
+        )
+
+    try:
+        if settings.leader_elect:
+            timing = leader.Timing(settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds)
+            elector = leader.Elector(kubernetes.client.CoordinationV1Api(load_api_client()), settings.leader_election_namespace,
+                                     leader.identity(), timing, collected)
+            await leader.run_elected(elector, operate, settings.liveness_endpoint)
+        else:
+            collected.leading(True)  # the only replica: it always reconciles
+            await operate()
+    finally:
+        if server is not None:
+            await server.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(QuietWatchLog())
-    asyncio.run(kopf.operator(
-        registry=build_registry(settings),
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=settings.liveness_endpoint,
-    ))
+    asyncio.run(run(settings))
     return 0
 
 

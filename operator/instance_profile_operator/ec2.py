@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Iterable
 
@@ -23,7 +24,8 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from .faults import classify, unreachable
+from .faults import AwsFault, classify, unreachable
+from .metrics import Metrics
 from .model import Association, AssociationState, InstanceState, ProfileRef
 
 MAX_FILTER_VALUES = 200  # EC2's limit on the values of one filter
@@ -54,8 +56,10 @@ def current_associations(items: Iterable[Association]) -> dict[str, Association]
 
 
 class Ec2Gateway:
-    def __init__(self, max_concurrency: int = 8, max_attempts: int = 5, session: boto3.Session | None = None):
+    def __init__(self, max_concurrency: int = 8, max_attempts: int = 5, session: boto3.Session | None = None,
+                 metrics: Metrics | None = None):
         self._session = session or boto3.Session()
+        self._metrics = metrics or Metrics()
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ec2")
         self._config = botocore.config.Config(
             retries={"mode": "adaptive", "max_attempts": max_attempts},
@@ -90,7 +94,14 @@ class Ec2Gateway:
     async def _call(self, region: str, operation: str, **params: Any) -> dict[str, Any]:
         self.calls[operation] = self.calls.get(operation, 0) + 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(self._invoke, region, operation, params))
+        started = time.monotonic()
+        try:
+            response = await loop.run_in_executor(self._executor, functools.partial(self._invoke, region, operation, params))
+        except AwsFault as fault:
+            self._metrics.ec2_request(operation, fault.kind.value, time.monotonic() - started)
+            raise
+        self._metrics.ec2_request(operation, "ok", time.monotonic() - started)
+        return response
 
     async def _pages(self, region: str, operation: str, instance_ids: Iterable[str]) -> AsyncIterator[dict[str, Any]]:
         """Every page of ``operation`` filtered by instance ID, 200 IDs per call."""

@@ -13,11 +13,11 @@ from typing import Any
 
 import kopf
 
-from . import metrics
 from .api import FINALIZER, GROUP, PLURAL, VERSION
 from .controller import Controller, RetryLater
 from .ec2 import Ec2Gateway
 from .kube import KubeWriter, load_api_client
+from .metrics import Metrics
 from .settings import Settings
 
 
@@ -41,7 +41,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
 
 
-def build_registry(config: Settings) -> kopf.OperatorRegistry:
+def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
@@ -52,17 +52,14 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
     @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts)
+        gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, metrics=metrics)
         writer = KubeWriter(load_api_client())
-        holder["controller"] = controller = Controller(config, gateway, writer)
+        holder["controller"] = controller = Controller(config, gateway, writer, metrics=metrics)
+        metrics.attach(controller)
         await controller.start()
-        if config.metrics_address:
-            holder["metrics"] = await metrics.serve(controller, config.metrics_address)
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
-        if "metrics" in holder:
-            await holder["metrics"].cleanup()
         await holder["controller"].stop()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id=WATCH_HANDLER, registry=registry)

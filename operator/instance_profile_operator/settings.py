@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from pathlib import Path
+
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -22,10 +25,23 @@ class Settings:
     settle_max_seconds: float = 30.0
     liveness_endpoint: str | None = None
     metrics_address: str | None = None
+    leader_elect: bool = False
+    leader_election_namespace: str = "default"
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
 
 
 def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def pod_namespace(path: Path = POD_NAMESPACE_FILE) -> str:
+    """The namespace the pod runs in, from its ServiceAccount mount; "default" outside a pod."""
+    try:
+        return path.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +72,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve kopf's health probes here, e.g. http://0.0.0.0:8080/healthz [IPO_LIVENESS_ENDPOINT]")
     parser.add_argument("--metrics-address", default=env("IPO_METRICS_ADDRESS"),
                         help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:8081 [IPO_METRICS_ADDRESS]")
+    election = parser.add_argument_group("leader election (a coordination.k8s.io/v1 Lease, as controller-runtime's)")
+    election.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=_env_bool("IPO_LEADER_ELECT"),
+                          help="stand by until this replica holds the Lease; only the holder reconciles [IPO_LEADER_ELECT]")
+    election.add_argument("--leader-election-namespace", default=env("IPO_LEADER_ELECTION_NAMESPACE") or None,
+                          help="namespace of the Lease, by default the pod's own [IPO_LEADER_ELECTION_NAMESPACE]")
+    election.add_argument("--leader-elect-lease-duration", type=float, dest="lease_duration_seconds",
+                          default=float(env("IPO_LEADER_ELECT_LEASE_DURATION", "15")),
+                          help="seconds a standby waits after the last renewal before taking the Lease [IPO_LEADER_ELECT_LEASE_DURATION]")
+    election.add_argument("--leader-elect-renew-deadline", type=float, dest="renew_deadline_seconds",
+                          default=float(env("IPO_LEADER_ELECT_RENEW_DEADLINE", "10")),
+                          help="seconds the leader keeps trying to renew before it gives up and exits [IPO_LEADER_ELECT_RENEW_DEADLINE]")
+    election.add_argument("--leader-elect-retry-period", type=float, dest="retry_period_seconds",
+                          default=float(env("IPO_LEADER_ELECT_RETRY_PERIOD", "2")),
+                          help="seconds between attempts to take or renew the Lease [IPO_LEADER_ELECT_RETRY_PERIOD]")
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:
@@ -67,6 +97,9 @@ def from_arguments(args: argparse.Namespace) -> Settings:
     for name in ("workers", "aws_concurrency", "aws_max_attempts"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.lease_duration_seconds > args.renew_deadline_seconds > args.retry_period_seconds > 0:
+        raise SystemExit("leader election needs --leader-elect-lease-duration > --leader-elect-renew-deadline"
+                         " > --leader-elect-retry-period > 0")
     return Settings(
         region=args.region,
         namespaces=() if args.all_namespaces else tuple(args.namespaces),
@@ -79,4 +112,9 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         retry_max_seconds=args.retry_max_seconds,
         liveness_endpoint=args.liveness_endpoint,
         metrics_address=args.metrics_address,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace or pod_namespace(),
+        lease_duration_seconds=args.lease_duration_seconds,
+        renew_deadline_seconds=args.renew_deadline_seconds,
+        retry_period_seconds=args.retry_period_seconds,
     )

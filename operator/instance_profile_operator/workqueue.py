@@ -20,9 +20,24 @@ def backoff(attempt: int, base: float, cap: float, rand: Callable[[], float] = r
     return ceiling * (0.5 + rand() / 2)
 
 
+class QueueHooks:
+    """What a queue reports, e.g. to metrics; these defaults report nothing."""
+
+    def added(self) -> None:
+        """A key entered the queue."""
+
+    def started(self, waited: float) -> None:
+        """A worker took a key that had been due for ``waited`` seconds."""
+
+    def finished(self, worked: float) -> None:
+        """A worker was done with a key after ``worked`` seconds."""
+
+
 class WorkQueue(Generic[K]):
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, hooks: QueueHooks = QueueHooks()):
         self._clock = clock
+        self._hooks = hooks
+        self._started: dict[K, float] = {}
         self._due: dict[K, float] = {}
         self._heap: list[tuple[float, int, K]] = []
         self._order = itertools.count()
@@ -40,6 +55,8 @@ class WorkQueue(Generic[K]):
             return
         if key in self._due and self._due[key] <= due:
             return
+        if key not in self._due:
+            self._hooks.added()
         self._due[key] = due
         heapq.heappush(self._heap, (due, next(self._order), key))
         self._wakeup.set()
@@ -57,6 +74,8 @@ class WorkQueue(Generic[K]):
                     heapq.heappop(self._heap)
                     del self._due[key]
                     self._processing.add(key)
+                    self._started[key] = now = self._clock()
+                    self._hooks.started(now - due)
                     return key
                 timeout = wait
             self._wakeup.clear()
@@ -67,6 +86,8 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
+        if key in self._started:
+            self._hooks.finished(self._clock() - self._started.pop(key))
         if key in self._again:
             due = self._again.pop(key)
             self.add(key, due - self._clock())
