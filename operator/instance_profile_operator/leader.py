@@ -229,17 +229,17 @@ def _exit_at_once(code: int) -> None:
     os._exit(code)
 
 
-async def run_elected(elector: Elector, operate: Callable[[asyncio.Event], Awaitable[None]],
-                      liveness_endpoint: str | None) -> None:
-    """Stand by until elected, then ``operate(stop)`` while renewing the Lease.
+async def run_elected(elector: Elector, operate: Callable[[], Awaitable[None]], liveness_endpoint: str | None) -> None:
+    """Stand by until elected, then ``operate()`` (kopf) while renewing the Lease.
 
-    SIGTERM/SIGINT stop a standby at once and a leader gracefully (``stop`` is kopf's stop flag),
+    SIGTERM/SIGINT stop a standby at once and a leader gracefully (kopf's own signal handling),
     after which the Lease is released. Losing the Lease ends the process with status 1.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)  # kopf installs its own once it runs; both stop it
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
     probe = await serve_standby_probe(liveness_endpoint) if liveness_endpoint else None
     try:
         elected = await elector.acquire(stop)
@@ -249,7 +249,9 @@ async def run_elected(elector: Elector, operate: Callable[[asyncio.Event], Await
     if not elected:
         elector.close()
         return
-    operating = asyncio.create_task(operate(stop), name="operator")
+    operating = asyncio.create_task(operate(), name="operator")
+    for signum in signals:  # until kopf, starting, installs its own handlers
+        loop.add_signal_handler(signum, operating.cancel)
     keeping = asyncio.create_task(elector.keep(), name="lease-renewal")
     try:
         await asyncio.wait({operating, keeping}, return_when=asyncio.FIRST_COMPLETED)
@@ -261,4 +263,5 @@ async def run_elected(elector: Elector, operate: Callable[[asyncio.Event], Await
         keeping.cancel()
         await elector.release()
         elector.close()
-    await operating  # re-raise what ended the operator, if anything did
+    if not operating.cancelled():
+        await operating  # re-raise what ended the operator, if anything did
