@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup controlplane test unit demo up down bench clean
+.PHONY: setup controlplane test unit demo up down bench bench-scale clean
 
 setup: $(STAMP) controlplane
 
@@ -35,6 +35,9 @@ down: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/converge.py
+
+bench-scale: setup
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

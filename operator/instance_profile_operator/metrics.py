@@ -134,9 +134,9 @@ class Metrics:
         self.leader = g("leader_election_master_status",
                         "1 when this process reconciles (the Lease holder, or the only replica without leader election), 0 on standby.", ["name"], registry=r)
         self.ec2_requests = c("ipo_ec2_requests_total",
-                              "EC2 API requests by operation and outcome: ok, or the fault kind (throttled, access-denied, ...) "
-                              "once botocore's retries are spent.", ["operation", "outcome"], registry=r)
-        self.ec2_duration = h("ipo_ec2_request_duration_seconds", "EC2 API request latency, botocore's retries included.",
+                              "EC2 API requests (every attempt) by operation and outcome: ok, or the fault kind "
+                              "(throttled, access-denied, ...).", ["operation", "outcome"], registry=r)
+        self.ec2_duration = h("ipo_ec2_request_duration_seconds", "Latency of one EC2 API request (one attempt).",
                               ["operation"], buckets=EC2_BUCKETS, registry=r)
         r.register(_ControllerState(self))
 
