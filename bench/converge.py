@@ -49,6 +49,15 @@ def metrics(port: int) -> Counter:
     return Counter({name: float(value) for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")})
 
 
+def ec2_requests(samples: Counter) -> Counter:
+    """EC2 requests per operation, all outcomes summed."""
+    calls: Counter = Counter()
+    for key, value in samples.items():
+        if key.startswith("ipo_ec2_requests_total{"):
+            calls[key.split('"')[1]] += value  # operation is the first label
+    return calls
+
+
 def audit_writes(path: Path, since_line: int) -> tuple[Counter, int]:
     """Write requests on bindings and Events by user, from ``since_line`` on."""
     lines = path.read_text().splitlines()
@@ -135,7 +144,7 @@ def main() -> int:
             time.sleep(2.0)
             after = metrics(port)
             writes, mark = audit_writes(audit, mark)
-            ec2_calls = {k.split('"')[1]: after[k] - before[k] for k in after if k.startswith("ipo_ec2_calls_total")}
+            ec2_calls = ec2_requests(after) - ec2_requests(before)
 
             # -- steady state -------------------------------------------------------------
             start_resyncs = after["ipo_resyncs_total"]
@@ -144,7 +153,7 @@ def main() -> int:
             time.sleep(1.5)
             steady_writes, _ = audit_writes(audit, mark)
             resyncs = steady["ipo_resyncs_total"] - start_resyncs
-            steady_calls = {k.split('"')[1]: (steady[k] - after[k]) / resyncs for k in steady if k.startswith("ipo_ec2_calls_total") and steady[k] != after[k]}
+            steady_calls = {op: n / resyncs for op, n in (ec2_requests(steady) - ec2_requests(after)).items()}
 
             # -- deletion -----------------------------------------------------------------
             def gone(name: str) -> bool:

@@ -26,6 +26,7 @@ from .decision import (
 from .ec2 import Ec2Gateway
 from .faults import POLICIES, AwsFault, FaultKind, stalled_and_next_try
 from .kube import Event, KubeWriter
+from .metrics import Metrics, reconcile_result
 from .model import Association, AssociationState, Binding, Desired, InstanceState, InvalidSpec, Target
 from .policy import Denied, NeedsInstanceTags, Rule
 from .policybook import NamespaceNotSeen
@@ -77,13 +78,15 @@ class Controller:
         self, settings: Settings, gateway: Ec2Gateway, writer: KubeWriter, tenancy: Tenancy,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        metrics: Metrics | None = None,
     ):
         self.settings = settings
         self.tenancy = tenancy
         self.gateway = gateway
         self.writer = writer
         self.registry = Registry(settings.region)
-        self.queue: WorkQueue[Key] = WorkQueue(clock)
+        self.metrics = metrics or Metrics()
+        self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue)
         self.observer = Observer(gateway, clock=clock)
         self._clock = clock
         self._now = now
@@ -165,15 +168,19 @@ class Controller:
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
+            self.metrics.reconcile_began()
+            started, result = self._clock(), "error"
             try:
                 delay = await self.reconcile(key)
                 self._crashes.pop(key, None)
+                result = reconcile_result(delay, failed=key in self._failures)
             except Exception:  # the API server or a bug: log, back off, never stop the worker
                 attempt = self._crashes[key] = self._crashes.get(key, 0) + 1
                 delay = backoff(attempt - 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
                 log.exception("reconciling %s/%s failed; retrying in %.1f s", *key, delay)
             finally:
                 self.queue.done(key)
+                self.metrics.reconciled(result, self._clock() - started)
             if delay is not None:
                 self.queue.add(key, delay)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterable
 
@@ -28,6 +29,7 @@ import botocore.exceptions
 
 from .faults import AwsFault, FaultKind, classify, credentials_unavailable, unreachable
 from .accounts import Accounts
+from .metrics import Metrics
 from .model import Account, Association, AssociationState, Instance, InstanceState, Place, ProfileRef
 from .ratelimit import RateLimiter
 from .workqueue import backoff
@@ -73,9 +75,10 @@ def current_associations(items: Iterable[Association]) -> dict[str, Association]
 class Ec2Gateway:
     def __init__(self, max_concurrency: int = 8, max_attempts: int = 5, session: boto3.Session | None = None,
                  limiter: RateLimiter | None = None, accounts: Accounts | None = None,
-                 account_of: Callable[[str], Account] = lambda role_arn: Account(role_arn)):
+                 account_of: Callable[[str], Account] = lambda role_arn: Account(role_arn), metrics: Metrics | None = None):
         self._accounts = accounts or Accounts(base=session)
         self._account_of = account_of  # role ARN -> the Account (with its external ID) of the policies
+        self._metrics = metrics or Metrics()
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ec2")
         self._max_attempts = max_attempts
         self.limiter = limiter or RateLimiter()
@@ -123,9 +126,11 @@ class Ec2Gateway:
             grant = await self.limiter.acquire(account, region, action)
             self.calls[operation] = self.calls.get(operation, 0) + 1
             attempts += 1
+            started = time.monotonic()
             try:
-                return await loop.run_in_executor(self._executor, functools.partial(self._invoke, account, region, operation, params))
+                response = await loop.run_in_executor(self._executor, functools.partial(self._invoke, account, region, operation, params))
             except AwsFault as fault:
+                self._metrics.ec2_request(operation, fault.kind.value, time.monotonic() - started)
                 if fault.kind is FaultKind.THROTTLED:
                     self.throttled[operation] = self.throttled.get(operation, 0) + 1
                     self.limiter.throttled(grant)  # the next attempt waits for the slowed-down bucket
@@ -133,6 +138,9 @@ class Ec2Gateway:
                     raise
                 if fault.kind is FaultKind.UNAVAILABLE:
                     await asyncio.sleep(backoff(attempts - 1, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS))
+            else:
+                self._metrics.ec2_request(operation, "ok", time.monotonic() - started)
+                return response
 
     async def _pages(self, region: str, operation: str, instance_ids: Iterable[str],
                      account: str) -> AsyncIterator[dict[str, Any]]:

@@ -13,13 +13,13 @@ from typing import Any
 
 import kopf
 
-from . import metrics
 from .accounts import Accounts
 from .admission import register_admission, webhook_server
 from .api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
 from .controller import Controller, RetryLater
 from .ec2 import Ec2Gateway
 from .kube import KubeWriter, load_api_client
+from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .model import Account, Target
 from .settings import Settings
@@ -62,7 +62,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
 
 
-def build_registry(config: Settings) -> kopf.OperatorRegistry:
+def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
@@ -84,18 +84,15 @@ def build_registry(config: Settings) -> kopf.OperatorRegistry:
                 tenancy.book.on_namespace(None, body)
         limiter = RateLimiter(dict(config.ec2_rate_limits), config.ec2_budget_share)
         gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, limiter=limiter,
-                             accounts=Accounts(region=config.region), account_of=tenancy.account_of)
+                             accounts=Accounts(region=config.region), account_of=tenancy.account_of, metrics=metrics)
         holder["tenancy"] = tenancy
-        holder["controller"] = controller = Controller(config, gateway, writer, tenancy)
+        holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics)
+        metrics.attach(controller)
         holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)
         await controller.start()
-        if config.metrics_address:
-            holder["metrics"] = await metrics.serve(controller, config.metrics_address)
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
-        if "metrics" in holder:
-            await holder["metrics"].cleanup()
         await holder["uninstaller"].stop()
         await holder["controller"].stop()
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from .ratelimit import Limit, parse_limit
 
 
 ENFORCE, DISABLED = "Enforce", "Disabled"
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class SettingsError(Exception):
@@ -42,6 +44,11 @@ class Settings:
     webhook_address: str | None = None
     webhook_cert_file: str | None = None
     webhook_key_file: str | None = None
+    leader_elect: bool = False
+    leader_election_namespace: str = "default"
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
 
     @property
     def enforcing(self) -> bool:
@@ -118,6 +125,14 @@ def from_env(name: str, fallback: Any, parse: Callable[[str], Any] = str) -> Any
         raise SettingsError(f"environment variable {name} {error}") from None
 
 
+def pod_namespace(path: Path = POD_NAMESPACE_FILE) -> str:
+    """The namespace the pod runs in, from its ServiceAccount mount; "default" outside a pod."""
+    try:
+        return path.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NS",
@@ -161,6 +176,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the webhook's serving certificate (PEM) [IPO_WEBHOOK_CERT_FILE]")
     parser.add_argument("--webhook-key-file", default=from_env("IPO_WEBHOOK_KEY_FILE", None), metavar="PATH",
                         help="the webhook's private key (PEM) [IPO_WEBHOOK_KEY_FILE]")
+    election = parser.add_argument_group("leader election (a coordination.k8s.io/v1 Lease, as controller-runtime's)")
+    election.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=from_env("IPO_LEADER_ELECT", False, boolean),
+                          help="stand by until this replica holds the Lease; only the holder reconciles [IPO_LEADER_ELECT]")
+    election.add_argument("--leader-election-namespace", default=from_env("IPO_LEADER_ELECTION_NAMESPACE", None), metavar="NS",
+                          help="namespace of the Lease, by default the pod's own [IPO_LEADER_ELECTION_NAMESPACE]")
+    election.add_argument("--leader-elect-lease-duration", type=positive_seconds, dest="lease_duration_seconds",
+                          default=from_env("IPO_LEADER_ELECT_LEASE_DURATION", 15.0, positive_seconds),
+                          help="seconds a standby waits after the last renewal before taking the Lease [IPO_LEADER_ELECT_LEASE_DURATION]")
+    election.add_argument("--leader-elect-renew-deadline", type=positive_seconds, dest="renew_deadline_seconds",
+                          default=from_env("IPO_LEADER_ELECT_RENEW_DEADLINE", 10.0, positive_seconds),
+                          help="seconds the leader keeps trying to renew before it gives up and exits [IPO_LEADER_ELECT_RENEW_DEADLINE]")
+    election.add_argument("--leader-elect-retry-period", type=positive_seconds, dest="retry_period_seconds",
+                          default=from_env("IPO_LEADER_ELECT_RETRY_PERIOD", 2.0, positive_seconds),
+                          help="seconds between attempts to take or renew the Lease [IPO_LEADER_ELECT_RETRY_PERIOD]")
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:
@@ -169,6 +198,9 @@ def from_arguments(args: argparse.Namespace) -> Settings:
     if args.webhook_address and not (args.webhook_cert_file and args.webhook_key_file):
         raise SettingsError("--webhook-address needs --webhook-cert-file and --webhook-key-file "
                             "(IPO_WEBHOOK_CERT_FILE, IPO_WEBHOOK_KEY_FILE): the API server only calls webhooks over HTTPS")
+    if not args.lease_duration_seconds > args.renew_deadline_seconds > args.retry_period_seconds:
+        raise SettingsError("leader election needs --leader-elect-lease-duration > --leader-elect-renew-deadline"
+                            " > --leader-elect-retry-period")
     return Settings(
         region=args.region,
         namespaces=() if args.all_namespaces else tuple(args.namespaces),
@@ -187,4 +219,9 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         webhook_address=args.webhook_address,
         webhook_cert_file=args.webhook_cert_file,
         webhook_key_file=args.webhook_key_file,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace or pod_namespace(),
+        lease_duration_seconds=args.lease_duration_seconds,
+        renew_deadline_seconds=args.renew_deadline_seconds,
+        retry_period_seconds=args.retry_period_seconds,
     )

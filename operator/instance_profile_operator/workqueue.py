@@ -37,9 +37,24 @@ class _Entry:
     stamp: int  # heap items with another stamp are superseded
 
 
+class QueueHooks:
+    """What a queue reports, e.g. to metrics; these defaults report nothing."""
+
+    def added(self) -> None:
+        """A key entered the queue."""
+
+    def started(self, waited: float) -> None:
+        """A worker took a key that had been due for ``waited`` seconds."""
+
+    def finished(self, worked: float) -> None:
+        """A worker was done with a key after ``worked`` seconds."""
+
+
 class WorkQueue(Generic[K]):
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, hooks: QueueHooks = QueueHooks()):
         self._clock = clock
+        self._hooks = hooks
+        self._started: dict[K, float] = {}
         self._entries: dict[K, _Entry] = {}
         self._delayed: list[tuple[float, int, K]] = []  # heap by due time
         self._ready: list[tuple[int, float, int, K]] = []  # due; heap by priority, then due time
@@ -63,6 +78,8 @@ class WorkQueue(Generic[K]):
             if queued.due <= due and queued.priority <= priority:
                 return
             due, priority = min(due, queued.due), min(priority, queued.priority)
+        else:
+            self._hooks.added()
         entry = self._entries[key] = _Entry(due, priority, next(self._stamps))
         heapq.heappush(self._delayed, (due, entry.stamp, key))
         self._wakeup.set()
@@ -82,10 +99,12 @@ class WorkQueue(Generic[K]):
                 if entry is not None:
                     heapq.heappush(self._ready, (entry.priority, due, stamp, key))
             while self._ready:
-                _, _, stamp, key = heapq.heappop(self._ready)
+                _, due, stamp, key = heapq.heappop(self._ready)
                 if self._current(key, stamp) is not None:
                     del self._entries[key]
                     self._processing.add(key)
+                    self._started[key] = now = self._clock()
+                    self._hooks.started(now - due)
                     return key
             while self._delayed and self._current(self._delayed[0][2], self._delayed[0][1]) is None:
                 heapq.heappop(self._delayed)  # superseded
@@ -98,6 +117,8 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
+        if key in self._started:
+            self._hooks.finished(self._clock() - self._started.pop(key))
         if key in self._again:
             due, priority = self._again.pop(key)
             self.add(key, due - self._clock(), priority)

@@ -90,7 +90,7 @@ async def test_the_ec2_gateway_reports_the_assume_fault_unchanged(devenv, monkey
     gateway = Ec2Gateway(session=Accounts(region=devenv.region, role_session_name="x" * 65).session(OTHER))
     try:
         with pytest.raises(AwsFault) as caught:
-            await gateway.describe_instance_states(devenv.region, ["i-0123456789abcdef0"])
+            await gateway.describe_instances(devenv.region, ["i-0123456789abcdef0"])
     finally:
         gateway.close()
     assert caught.value.kind is FaultKind.ACCESS_DENIED and "cannot assume role" in caught.value.message

@@ -44,9 +44,11 @@ async def test_gateway_describes_many_instances_in_batches_of_200(gateway, ec2, 
     assert all(a.state is AssociationState.ASSOCIATED for a in found.values())
     # 230 IDs: two filter batches (200 + 30); moto pages by 100, so the first batch takes two pages
     assert gateway.calls["describe_iam_instance_profile_associations"] == 3
-    states = await gateway.describe_instance_states("us-east-1", instance_ids[:3] + ["i-00000000000000000"])
-    assert [states[i] for i in instance_ids[:3]] == [InstanceState.RUNNING] * 3
-    assert states["i-00000000000000000"] is InstanceState.NOT_FOUND
+    ec2.create_tags(Resources=[instance_ids[0]], Tags=[{"Key": "team", "Value": "a"}])
+    instances = await gateway.describe_instances("us-east-1", instance_ids[:3] + ["i-00000000000000000"])
+    assert [instances[i].state for i in instance_ids[:3]] == [InstanceState.RUNNING] * 3
+    assert instances[instance_ids[0]].tags == {"team": "a"} and instances[instance_ids[1]].tags == {}
+    assert instances["i-00000000000000000"].state is InstanceState.NOT_FOUND
 
 
 async def test_gateway_mutations_and_classified_errors(gateway, new_instance):

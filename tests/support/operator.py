@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from instance_profile_operator.devenv.cluster import _die_with_parent, free_port
 
@@ -57,16 +60,24 @@ class OperatorProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
             return json.loads(response.read())
 
-    def metrics(self) -> dict[str, float]:
-        """The /metrics samples, keyed by name with labels, e.g. 'ipo_status_patches_total'."""
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """The /metrics samples as (name, labels, value), parsed by prometheus_client's own parser."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
             text = response.read().decode()
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                samples[name] = float(value)
-        return samples
+        return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def metrics(self) -> dict[str, float]:
+        """The samples keyed by name and labels in alphabetical order, e.g. 'ipo_status_patches_total'
+        or 'ipo_ec2_requests_total{operation="describe_instances",outcome="ok"}'."""
+        keyed = {}
+        for name, labels, value in self.samples():
+            rendered = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+            keyed[f"{name}{{{rendered}}}" if rendered else name] = value
+        return keyed
+
+    def total(self, name: str, /, **labels: str) -> float:
+        """The sum of the samples of ``name`` whose labels include ``labels``."""
+        return sum(v for n, have, v in self.samples() if n == name and labels.items() <= have.items())
 
     def stop(self, kill: bool = False, timeout: float = 15.0) -> int:
         """SIGTERM (graceful) or SIGKILL (a crash); return the exit code."""
@@ -83,8 +94,12 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
     def ec2_calls(self) -> dict[str, int]:
-        prefix = 'ipo_ec2_calls_total{operation="'
-        return {k[len(prefix):-2]: int(v) for k, v in self.metrics().items() if k.startswith(prefix)}
+        """EC2 requests per operation, whatever their outcome."""
+        calls: Counter[str] = Counter()
+        for name, labels, value in self.samples():
+            if name == "ipo_ec2_requests_total":
+                calls[labels["operation"]] += int(value)
+        return dict(calls)
 
     def status_patches(self) -> int:
         return int(self.metrics()["ipo_status_patches_total"])

@@ -1,0 +1,116 @@
+"""Two replicas, one active: the Lease decides who reconciles; the standby takes over when the leader dies."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ..support.kube import kubectl, manifest
+from ..support.waiting import wait_for
+from .test_lifecycle import associations
+
+NAMESPACE = "instance-profile-operator"  # where deploy/rbac.yaml lets the operator hold its Lease
+LEASE = "instance-profile-operator"
+ELECTED = {"IPO_LEADER_ELECT": "true", "IPO_LEADER_ELECTION_NAMESPACE": NAMESPACE}  # default durations: 15/10/2 s
+
+
+@pytest.fixture(autouse=True)
+def no_lease(devenv):
+    """Each test starts without a Lease (a killed holder's would keep everyone waiting 15 s)."""
+    kubectl(devenv, "delete", "lease", LEASE, "-n", NAMESPACE, "--ignore-not-found")
+    yield
+    kubectl(devenv, "delete", "lease", LEASE, "-n", NAMESPACE, "--ignore-not-found")
+
+
+def lease(devenv) -> dict:
+    return json.loads(kubectl(devenv, "get", "lease", LEASE, "-n", NAMESPACE, "-o", "json").stdout)["spec"]
+
+
+def leading(operator) -> bool:
+    return operator.total("leader_election_master_status", name=LEASE) == 1
+
+
+def assert_idle(standby) -> None:
+    """A standby has made no EC2 call, written no status, recorded no Event and resynced nothing."""
+    assert standby.total("leader_election_master_status", name=LEASE) == 0
+    assert standby.ec2_calls() == {}
+    assert standby.status_patches() == 0
+    assert standby.total("ipo_events_total") == 0 and standby.total("ipo_resyncs_total") == 0
+    assert standby.total("controller_runtime_reconcile_total") == 0
+    assert standby.probes() == {"standby": True}
+
+
+def test_standby_takes_over_after_the_leader_is_killed(devenv, start_operator, proxy, bindings, ec2, new_instance):
+    first = start_operator(**ELECTED)
+    wait_for(lambda: leading(first), what="the first replica to take the Lease")
+    second = start_operator(**ELECTED)
+    bindings.create(manifest("before", new_instance()))
+    wait_for(lambda: bindings.is_ready("before"), what="Ready under the first leader")
+    resyncs = first.total("ipo_resyncs_total")
+    wait_for(lambda: first.total("ipo_resyncs_total") >= resyncs + 1, 10, "a resync by the leader")
+    assert_idle(second)
+    holder = lease(devenv)["holderIdentity"]
+    assert f"became the leader: holding Lease {NAMESPACE}/{LEASE} as {holder}" in first.log()
+    assert "standing by" in second.log() and "became the leader" not in second.log()
+    assert first.total("controller_runtime_reconcile_total", result="success") >= 1
+    assert first.total("ipo_bindings", reason="Associated", stalled="false") == 1
+    assert first.total("workqueue_adds_total", name="instanceprofilebinding") >= 1
+    assert first.total("ipo_ec2_request_duration_seconds_count", operation="associate_iam_instance_profile") == 1
+
+    assert first.stop(kill=True) == -9
+    killed = time.monotonic()
+    instance_id = new_instance()
+    bindings.create(manifest("after", instance_id))
+    wait_for(lambda: bindings.is_ready("after"), 40, "Ready under the new leader", interval=0.1)
+    failover = time.monotonic() - killed
+    print(f"failover: SIGKILL of the leader to a new binding Ready under the standby: {failover:.1f} s")
+    assert failover < 20  # lease duration 15 s + retry period 2 s + kopf's start, at most
+    assert leading(second) and lease(devenv)["holderIdentity"] != holder
+    assert lease(devenv)["leaseTransitions"] == 1
+
+    resyncs = second.total("ipo_resyncs_total")
+    wait_for(lambda: second.total("ipo_resyncs_total") >= resyncs + 1, 10, "a resync by the new leader")
+    # no double action: one association per binding in all, the first binding's adopted as it was
+    assert proxy.calls["AssociateIamInstanceProfile"] == 2
+    assert second.ec2_calls().get("associate_iam_instance_profile") == 1
+    assert len(associations(ec2, instance_id)) == 1
+    assert second.total("ipo_bindings", reason="Associated", stalled="false") == 2
+
+
+def test_graceful_stop_releases_the_lease_for_an_immediate_takeover(devenv, start_operator, bindings, new_instance):
+    first = start_operator(**ELECTED)
+    wait_for(lambda: leading(first), what="the first replica to take the Lease")
+    second = start_operator(**ELECTED)
+    holder = lease(devenv)["holderIdentity"]
+    assert first.stop() == 0
+    stopped = time.monotonic()
+    assert lease(devenv)["holderIdentity"] in ("", *[line.rsplit(" as ", 1)[-1] for line in second.log().splitlines()
+                                                       if "became the leader" in line])
+    assert f"released Lease {NAMESPACE}/{LEASE}" in first.log() and holder in first.log()
+    bindings.create(manifest("handover", new_instance()))
+    wait_for(lambda: bindings.is_ready("handover"), 15, "Ready under the new leader", interval=0.1)
+    print(f"handover after SIGTERM: {time.monotonic() - stopped:.1f} s")
+    assert time.monotonic() - stopped < 8  # a retry period and kopf's start, not a lease duration
+    assert leading(second)
+
+
+def test_a_standby_stops_at_once_on_sigterm(start_operator):
+    first = start_operator(**ELECTED)
+    wait_for(lambda: leading(first), what="the first replica to take the Lease")
+    second = start_operator(**ELECTED)
+    assert_idle(second)
+    started = time.monotonic()
+    assert second.stop() == 0
+    assert time.monotonic() - started < 3
+    assert leading(first)
+
+
+def test_a_leader_that_loses_its_lease_exits_non_zero(devenv, start_operator):
+    operator = start_operator(**ELECTED)
+    wait_for(lambda: leading(operator), what="the replica to take the Lease")
+    kubectl(devenv, "patch", "lease", LEASE, "-n", NAMESPACE, "--type=merge", "-p",
+            json.dumps({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 15}}))
+    assert operator.process.wait(10) == 1
+    assert "leader election lost" in operator.log()
