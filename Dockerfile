@@ -19,7 +19,9 @@ RUN python3 -m venv --without-pip /opt/operator \
 
 FROM ${BASE}
 COPY --from=build /opt/operator /opt/operator
-ENV PATH=/opt/operator/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# USER names the process for kopf (getpass.getuser()), whatever uid it runs as: 65532 has no
+# passwd entry, and a cluster may pick another uid (runAsUser) anyway.
+ENV PATH=/opt/operator/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 USER=instance-profile-operator
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["instance-profile-operator"]
