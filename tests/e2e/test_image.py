@@ -62,8 +62,9 @@ def image() -> image_builder.Image:
     return image_builder.ensure_image()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def container(image) -> Iterator[str]:
+    """A working container of the image (vfs copies the whole image: one for the module)."""
     name = f"ipo-test-{uuid.uuid4().hex[:8]}"
     buildah("from", "--name", name, image.reference)
     yield name

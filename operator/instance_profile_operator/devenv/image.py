@@ -180,11 +180,13 @@ def ensure_image(force: bool = False) -> Image:
 
 
 def _forget_other_builds(keep: str) -> None:
-    """Each build stores a full copy of the image (vfs): keep only the newest."""
+    """Each build stores a full copy of the image (vfs): keep only the newest, and any older
+    one a container still uses (``rmi`` refuses those)."""
     for image in json.loads(buildah("images", "--json")):
         names = image["names"] or []
         if any(name.startswith(f"{IMAGE}:") for name in names) and keep not in names:
-            buildah("rmi", "--force", image["id"])
+            subprocess.run(["buildah", *storage_options(), "rmi", image["id"]],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     buildah("rmi", "--prune")
 
 
