@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup controlplane test unit demo up down bench image clean
+.PHONY: setup controlplane test unit demo up down bench bench-scale image clean
 
 setup: $(STAMP) controlplane
 
@@ -36,6 +36,9 @@ down: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/converge.py
+
+bench-scale: setup
+	$(BIN)/python bench/scale.py
 
 image: $(STAMP)
 	$(BIN)/python -m instance_profile_operator.devenv.image build

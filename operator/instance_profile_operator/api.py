@@ -7,6 +7,7 @@ KIND = "InstanceProfileBinding"
 API_VERSION = f"{GROUP}/{VERSION}"
 FINALIZER = f"{GROUP}/finalizer"
 COMPONENT = "instance-profile-operator"
+CRD_NAME = f"{PLURAL}.{GROUP}"
 
 # kstatus condition types
 READY = "Ready"
@@ -34,3 +35,5 @@ class Reason:
     THROTTLED = "Throttled"
     AWS_UNAVAILABLE = "AWSUnavailable"
     AWS_ERROR = "AWSError"
+    CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
+    RELEASED = "Released"

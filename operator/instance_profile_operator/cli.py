@@ -1,33 +1,59 @@
-"""``instance-profile-operator run``: the operator's entry point."""
+"""instance-profile-operator: keeps the IAM instance profile of EC2 instances as
+InstanceProfileBindings declare."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 import kopf
 
 from . import __version__
-from .handlers import QuietWatchLog, build_registry
-from .settings import add_arguments, from_arguments
+from .handlers import QuietWatchLog, SayOnce, build_registry
+from .kube import KubeConfigMissing, check_kube_config
+from .settings import SettingsError, add_arguments, boolean, from_arguments, from_env
+
+PROG = "instance-profile-operator"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line (what is wrong and what it takes), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog=PROG, description=__doc__.replace("\n", " ").strip())
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    run = commands.add_parser("run", help="run the operator (in-cluster config or KUBECONFIG; boto3's credential chain)",
+                              description="Run the operator. Every flag has an environment variable, shown in brackets.",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(run)
+    run.add_argument("--verbose", "-v", action="store_true", default=from_env("IPO_VERBOSE", False, boolean),
+                     help="debug logging [IPO_VERBOSE]")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="instance-profile-operator", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=__version__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the operator (KUBECONFIG or in-cluster config; boto3's credential chain)")
-    add_arguments(run)
-    run.add_argument("--verbose", "-v", action="store_true", default=os.environ.get("IPO_VERBOSE", "").lower() in ("1", "true", "yes"),
-                     help="debug logging [IPO_VERBOSE]")
-    args = parser.parse_args(argv)
-    settings = from_arguments(args)
+    try:
+        args = parse(argv)
+        settings = from_arguments(args)
+    except SettingsError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        check_kube_config()
+    except KubeConfigMissing as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(QuietWatchLog())
+    logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
     asyncio.run(kopf.operator(
         registry=build_registry(settings),
         standalone=True,

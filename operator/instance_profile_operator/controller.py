@@ -24,14 +24,15 @@ from .decision import (
     decide, decide_deletion, is_adoption, is_drift,
 )
 from .ec2 import Ec2Gateway
-from .faults import POLICIES, AwsFault, FaultKind
+from .faults import POLICIES, AwsFault, FaultKind, stalled_and_next_try
 from .kube import Event, KubeWriter
 from .model import Association, AssociationState, Binding, Desired, InstanceState, InvalidSpec, Target
 from .observer import Observer
 from .registry import Key, Registry
 from .settings import Settings
 from .status import Report
-from .workqueue import WorkQueue, backoff
+from .uninstall import release_on_uninstall
+from .workqueue import Priority, WorkQueue, backoff
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -100,18 +101,27 @@ class Controller:
         """Feed one watch event (None: the initial listing)."""
         binding = Binding.from_body(body)
         if event_type == "DELETED":
-            target = self.registry.target(binding)
-            contenders = self.registry.remove(binding.key)
-            for key in contenders:
-                self.queue.add(key)  # the next in line takes the instance over
-            if target is not None and not contenders:
-                self.observer.forget(target)
-            self.queue.forget(binding.key)
-            for memory in (self._failures, self._settling, self._crashes, self._locks):
-                memory.pop(binding.key, None)
-            return
-        if self.registry.upsert(binding):
-            self.queue.add(binding.key)
+            for key in self._forget(binding.key):
+                self.queue.add(key, priority=Priority.USER)  # the next in line takes the instance over
+        elif self.registry.upsert(binding):
+            self.queue.add(binding.key, priority=Priority.USER)
+
+    def forget_all(self) -> None:
+        """Drop every binding (their CRD is going away): nothing is reconciled until they are back."""
+        for key in self.registry.keys():
+            self._forget(key)
+
+    def _forget(self, key: Key) -> list[Key]:
+        """Forget one binding; return the bindings that named the same instance."""
+        binding = self.registry.get(key)
+        target = self.registry.target(binding) if binding is not None else None
+        contenders = self.registry.remove(key)
+        if target is not None and not contenders:
+            self.observer.forget(target)
+        self.queue.forget(key)
+        for memory in (self._failures, self._settling, self._crashes, self._locks):
+            memory.pop(key, None)
+        return contenders
 
     async def resync(self) -> None:
         """Describe every bound instance in one batched pass, then reconcile every binding
@@ -124,7 +134,7 @@ class Controller:
         self.resyncs += 1
         for key in self.registry.keys():
             if key not in self._failures:
-                self.queue.add(key)
+                self.queue.add(key, priority=Priority.BACKGROUND)
 
     async def _resync_forever(self) -> None:
         while True:
@@ -163,9 +173,11 @@ class Controller:
             return None
         owner = self.registry.owner(desired.target)
         if owner is not None and owner.key != key:
+            # Another tenant's objects are none of this one's business: name only a neighbour.
+            other = f"InstanceProfileBinding {owner.name}" if owner.namespace == binding.namespace else "a binding in another namespace"
             message = (
                 f"instance {desired.target.instance_id} in {desired.target.region} is already bound by "
-                f"InstanceProfileBinding {owner.ref}; this binding takes over when that one is deleted"
+                f"{other}; this binding takes over when that one is deleted"
             )
             await self._publish(binding, desired.target.region, Report(Reason.CONFLICT, message, stalled=True),
                                 (Event(WARNING, Reason.CONFLICT, message),))
@@ -273,7 +285,7 @@ class Controller:
         if failure.attempts <= policy.quiet_attempts:
             log.info("%s: %s (attempt %d, retrying quietly in %.1f s)", binding.ref, message, failure.attempts, delay)
             return Step(None, requeue=delay)
-        stalled = policy.stalled_after is not None and now - failure.since >= policy.stalled_after
+        stalled, delay = stalled_and_next_try(policy, failure.since, now, delay)
         log.warning("%s: %s (attempt %d, retrying in %.1f s)", binding.ref, message, failure.attempts, delay)
         report = Report(policy.reason, message, reconciling=not stalled, stalled=stalled,
                         association=association, association_known=observed)
@@ -295,6 +307,9 @@ class Controller:
     async def finalize(self, body: Mapping[str, Any], retry: int) -> None:
         """Undo the binding in EC2 before the finalizer goes; raises RetryLater to be called again."""
         binding = Binding.from_body(body)
+        if await self.writer.crd_deleting():
+            await release_on_uninstall(self.writer, binding)
+            return
         self.registry.upsert(binding)
         try:
             desired = binding.desired(self.settings.region)

@@ -6,9 +6,11 @@ botocore releases, which couples the operator's boto3 to another project's relea
 while the operator's EC2 call rate is bounded by EC2's own API limits, for which a handful of
 threads is plenty. boto3 clients are thread-safe; one is kept per region.
 
-Throttling is respected twice: botocore's ``adaptive`` retry mode retries throttled and 5xx
-calls with backoff and slows the client's send rate down (a token bucket fed by throttle
-responses), and the pool size caps concurrent calls per process.
+Every request first waits for a token of its (account, region, action) from the
+``RateLimiter`` (a paginated describe takes one per page), and reports EC2's refusals back to
+it. Retries are the gateway's, not botocore's (see ``ratelimit`` for why): a throttled request
+tries again once its slowed-down bucket grants another token, a 5xx or timeout after a short
+jittered backoff, up to ``max_attempts`` in all. The pool size caps concurrent calls.
 """
 
 from __future__ import annotations
@@ -23,10 +25,23 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from .faults import classify, unreachable
+from .faults import AwsFault, FaultKind, classify, credentials_unavailable, unreachable
 from .model import Association, AssociationState, InstanceState, ProfileRef
+from .ratelimit import RateLimiter
+from .workqueue import backoff
 
 MAX_FILTER_VALUES = 200  # EC2's limit on the values of one filter
+RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 0.25, 4.0  # after a 5xx or a timeout
+_RETRIED = (FaultKind.THROTTLED, FaultKind.UNAVAILABLE)
+
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.NoAuthTokenError,
+    botocore.exceptions.SSOError,
+)
 
 _LIVE_FIRST = {
     AssociationState.ASSOCIATED: 0,
@@ -54,11 +69,14 @@ def current_associations(items: Iterable[Association]) -> dict[str, Association]
 
 
 class Ec2Gateway:
-    def __init__(self, max_concurrency: int = 8, max_attempts: int = 5, session: boto3.Session | None = None):
+    def __init__(self, max_concurrency: int = 8, max_attempts: int = 5, session: boto3.Session | None = None,
+                 limiter: RateLimiter | None = None):
         self._session = session or boto3.Session()
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ec2")
+        self._max_attempts = max_attempts
+        self.limiter = limiter or RateLimiter()
         self._config = botocore.config.Config(
-            retries={"mode": "adaptive", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": 1},  # the gateway retries, through the limiter
             connect_timeout=5,
             read_timeout=20,
             max_pool_connections=max_concurrency,
@@ -66,7 +84,8 @@ class Ec2Gateway:
         )
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.calls: dict[str, int] = {}  # per operation, for metrics and benchmarks
+        self.calls: dict[str, int] = {}  # requests sent per operation, for metrics and benchmarks
+        self.throttled: dict[str, int] = {}  # of which EC2 refused (RequestLimitExceeded)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -83,14 +102,32 @@ class Ec2Gateway:
         except botocore.exceptions.ClientError as error:
             details = error.response.get("Error", {})
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            raise classify(details.get("Code", "Unknown"), details.get("Message", ""), status) from None
+            raise classify(details.get("Code", "Unknown"), details.get("Message", ""), status, error.operation_name) from None
+        except _CREDENTIAL_ERRORS as error:
+            raise credentials_unavailable(type(error).__name__, str(error)) from None
         except (botocore.exceptions.BotoCoreError, OSError) as error:
             raise unreachable(error) from None
 
-    async def _call(self, region: str, operation: str, **params: Any) -> dict[str, Any]:
-        self.calls[operation] = self.calls.get(operation, 0) + 1
+    async def _call(self, region: str, operation: str, account: str = "", **params: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(self._invoke, region, operation, params))
+        action = "".join(word.capitalize() for word in operation.split("_"))
+        if region not in self._clients:  # make the client before the token: a token is sent at once
+            await loop.run_in_executor(self._executor, self._client, region)
+        attempts = 0
+        while True:
+            grant = await self.limiter.acquire(account, region, action)
+            self.calls[operation] = self.calls.get(operation, 0) + 1
+            attempts += 1
+            try:
+                return await loop.run_in_executor(self._executor, functools.partial(self._invoke, region, operation, params))
+            except AwsFault as fault:
+                if fault.kind is FaultKind.THROTTLED:
+                    self.throttled[operation] = self.throttled.get(operation, 0) + 1
+                    self.limiter.throttled(grant)  # the next attempt waits for the slowed-down bucket
+                if fault.kind not in _RETRIED or attempts >= self._max_attempts:
+                    raise
+                if fault.kind is FaultKind.UNAVAILABLE:
+                    await asyncio.sleep(backoff(attempts - 1, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS))
 
     async def _pages(self, region: str, operation: str, instance_ids: Iterable[str]) -> AsyncIterator[dict[str, Any]]:
         """Every page of ``operation`` filtered by instance ID, 200 IDs per call."""

@@ -22,6 +22,7 @@ class FaultKind(enum.Enum):
     THROTTLED = "throttled"
     UNAVAILABLE = "unavailable"
     INVALID_REQUEST = "invalid-request"
+    CREDENTIALS_UNAVAILABLE = "credentials-unavailable"  # a set-up error: no or unusable AWS credentials
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,29 @@ POLICIES: dict[FaultKind, Policy] = {
     FaultKind.THROTTLED: Policy(Reason.THROTTLED, 3, None),
     FaultKind.UNAVAILABLE: Policy(Reason.AWS_UNAVAILABLE, 3, None),
     FaultKind.INVALID_REQUEST: Policy(Reason.AWS_ERROR, 0, 0.0),
+    FaultKind.CREDENTIALS_UNAVAILABLE: Policy(Reason.CREDENTIALS_UNAVAILABLE, 0, 0.0),
 }
 
+def stalled_and_next_try(policy: Policy, since: float, now: float, backoff_delay: float) -> tuple[bool, float]:
+    """Whether a fault that persists since ``since`` counts as Stalled at ``now``, and when to try
+    again: after ``backoff_delay``, but no later than the moment it turns Stalled, so that
+    Stalled shows when the documented time has passed, not at the next retry after it."""
+    if policy.stalled_after is None:
+        return False, backoff_delay
+    left = since + policy.stalled_after - now
+    if left <= 0:
+        return True, backoff_delay
+    return False, min(backoff_delay, left)
 
-@dataclass(frozen=True)
+
+CREDENTIALS_HINT = (
+    "the operator has no usable AWS credentials: on EKS, give its ServiceAccount a role with IRSA "
+    "(annotation eks.amazonaws.com/role-arn) or an EKS Pod Identity association; elsewhere set "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in its environment"
+)
+
+
+@dataclass  # not frozen: exception machinery (contextlib's __exit__) assigns __traceback__
 class AwsFault(Exception):
     """An EC2 call failed; ``kind`` decides what happens next."""
 
@@ -72,7 +92,14 @@ _BY_CODE: dict[str, FaultKind] = {
     "AccessDenied": FaultKind.ACCESS_DENIED,
     "AccessDeniedException": FaultKind.ACCESS_DENIED,
     "AuthFailure": FaultKind.ACCESS_DENIED,
-    "InvalidClientTokenId": FaultKind.ACCESS_DENIED,
+    "InvalidClientTokenId": FaultKind.CREDENTIALS_UNAVAILABLE,
+    "UnrecognizedClientException": FaultKind.CREDENTIALS_UNAVAILABLE,
+    "SignatureDoesNotMatch": FaultKind.CREDENTIALS_UNAVAILABLE,
+    "ExpiredToken": FaultKind.CREDENTIALS_UNAVAILABLE,
+    "ExpiredTokenException": FaultKind.CREDENTIALS_UNAVAILABLE,
+    "InvalidIdentityToken": FaultKind.CREDENTIALS_UNAVAILABLE,
+    "IDPCommunicationError": FaultKind.CREDENTIALS_UNAVAILABLE,
+    "IDPRejectedClaim": FaultKind.CREDENTIALS_UNAVAILABLE,
     "InvalidAssociationID.NotFound": FaultKind.STALE_OBSERVATION,
     "RequestLimitExceeded": FaultKind.THROTTLED,
     "Throttling": FaultKind.THROTTLED,
@@ -89,10 +116,16 @@ _BY_CODE: dict[str, FaultKind] = {
 }
 
 
-def classify(code: str, message: str, http_status: int | None = None) -> AwsFault:
-    """Map an AWS error code and message (and HTTP status) to a fault."""
+# STS calls that botocore makes on its own to obtain the operator's credentials (IRSA).
+_CREDENTIAL_OPERATIONS = frozenset({"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML", "GetRoleCredentials"})
+
+
+def classify(code: str, message: str, http_status: int | None = None, operation: str | None = None) -> AwsFault:
+    """Map an AWS error code and message (and HTTP status, and the failed operation) to a fault."""
     text = message.lower()
-    kind = _BY_CODE.get(code)
+    kind = FaultKind.CREDENTIALS_UNAVAILABLE if operation in _CREDENTIAL_OPERATIONS else _BY_CODE.get(code)
+    if kind is FaultKind.CREDENTIALS_UNAVAILABLE:
+        return credentials_unavailable(code, message)
     if kind is None:
         if code == "InvalidParameterValue" and "iam instance profile" in text:
             kind = FaultKind.PROFILE_NOT_FOUND
@@ -107,6 +140,11 @@ def classify(code: str, message: str, http_status: int | None = None) -> AwsFaul
         else:
             kind = FaultKind.INVALID_REQUEST
     return AwsFault(kind, code, message)
+
+
+def credentials_unavailable(code: str, message: str) -> AwsFault:
+    """No credentials, or ones AWS refuses to recognise: a set-up error with a known fix."""
+    return AwsFault(FaultKind.CREDENTIALS_UNAVAILABLE, code, f"{message.rstrip('.')}; {CREDENTIALS_HINT}")
 
 
 def unreachable(error: Exception) -> AwsFault:

@@ -23,11 +23,27 @@ from typing import Any, Callable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from .api import API_VERSION, COMPONENT, GROUP, KIND, PLURAL, VERSION
+from .api import API_VERSION, COMPONENT, CRD_NAME, FINALIZER, GROUP, KIND, PLURAL, VERSION
 from .model import Binding
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeConfigMissing(Exception):
+    """Neither in-cluster configuration nor a usable kubeconfig."""
+
+
+def check_kube_config() -> None:
+    """Fail fast, in one line, when there is no way to reach a Kubernetes API server."""
+    try:
+        load_api_client().close()
+    except (kubernetes.config.ConfigException, OSError) as error:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            raise KubeConfigMissing(f"the in-cluster Kubernetes configuration is unusable: {error}") from None
+        raise KubeConfigMissing(
+            "no Kubernetes configuration: not running in a cluster (KUBERNETES_SERVICE_HOST is unset) and "
+            f"no usable kubeconfig (set KUBECONFIG or create ~/.kube/config): {error}") from None
 
 
 def load_api_client() -> kubernetes.client.ApiClient:
@@ -51,6 +67,7 @@ class KubeWriter:
     def __init__(self, api_client: kubernetes.client.ApiClient, max_concurrency: int = 8, cache_size: int = 4096):
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
+        self._extensions = kubernetes.client.ApiextensionsV1Api(api_client)
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="kube")
         self._events: OrderedDict[tuple[str, str, str, str], tuple[str, int]] = OrderedDict()
         self._cache_size = cache_size
@@ -79,6 +96,42 @@ class KubeWriter:
                 return False
             raise
         return True
+
+    async def crd_deleting(self) -> bool:
+        """Whether the InstanceProfileBinding CRD is being deleted (an uninstall)."""
+        try:
+            crd = await self._run(self._extensions.read_custom_resource_definition, CRD_NAME)
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return crd.metadata.deletion_timestamp is not None
+
+    async def finalized_bindings(self, namespaces: tuple[str, ...]) -> list[Binding]:
+        """Every binding, in ``namespaces`` or all, that still carries the operator's finalizer."""
+        if namespaces:
+            found = [item for ns in namespaces for item in (await self._run(
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL))["items"]]
+        else:
+            found = (await self._run(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL))["items"]
+        return [b for b in map(Binding.from_body, found) if b.finalized]
+
+    async def remove_finalizer(self, binding: Binding) -> None:
+        """Drop the operator's finalizer, whatever else holds the binding; gone already is fine."""
+        body = await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL, binding.name)
+        finalizers = body["metadata"].get("finalizers") or []
+        if FINALIZER not in finalizers:
+            return
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": body["metadata"]["resourceVersion"]},
+            {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != FINALIZER]},
+        ]
+        try:
+            await self._run(self._custom.patch_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL,
+                            binding.name, patch, _content_type="application/json-patch+json")
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def record(self, binding: Binding, event: Event) -> None:
         """Post an Event about ``binding``, or count a repeat of one already posted."""

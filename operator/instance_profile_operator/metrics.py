@@ -9,7 +9,7 @@ from .controller import Controller
 
 def render(controller: Controller) -> str:
     lines = [
-        "# HELP ipo_ec2_calls_total EC2 API calls by operation (botocore retries not included).",
+        "# HELP ipo_ec2_calls_total EC2 API requests by operation, retries included.",
         "# TYPE ipo_ec2_calls_total counter",
         *(f'ipo_ec2_calls_total{{operation="{op}"}} {n}' for op, n in sorted(controller.gateway.calls.items())),
         "# HELP ipo_status_patches_total Status subresource PATCH requests.",

@@ -17,6 +17,8 @@ from typing import Awaitable, Callable, Generic, TypeVar
 
 from .ec2 import Ec2Gateway
 from .model import Association, InstanceState, Target
+from .ratelimit import at_priority
+from .workqueue import Priority
 
 V = TypeVar("V")
 Fetch = Callable[[str, list[str]], Awaitable[dict[str, V]]]
@@ -104,10 +106,12 @@ class Observer:
         self._epoch.pop(target, None)
 
     async def refresh(self, instances_by_region: dict[str, list[str]]) -> None:
-        """Describe every listed instance: one call per region and 200 instances."""
-        for region, instance_ids in instances_by_region.items():
-            targets = [Target(region, instance_id) for instance_id in instance_ids]
-            epochs, fetched = [self._epoch[t] for t in targets], self._clock()
-            found = await self._gateway.describe_associations(region, instance_ids)
-            for target, epoch in zip(targets, epochs):
-                self._store(target, epoch, fetched, found.get(target.instance_id))
+        """Describe every listed instance: one call per region and 200 instances, whose tokens
+        wait behind those of a user's change."""
+        with at_priority(Priority.BACKGROUND):
+            for region, instance_ids in instances_by_region.items():
+                targets = [Target(region, instance_id) for instance_id in instance_ids]
+                epochs, fetched = [self._epoch[t] for t in targets], self._clock()
+                found = await self._gateway.describe_associations(region, instance_ids)
+                for target, epoch in zip(targets, epochs):
+                    self._store(target, epoch, fetched, found.get(target.instance_id))

@@ -55,7 +55,8 @@ def render(previous: Mapping[str, Any], generation: int, region: str, report: Re
             "associationId": association.association_id if association else None,
             "state": association.state.value if association else None,
             "instanceProfile": (
-                {"arn": association.profile_arn, "id": association.profile_id} if association else None
+                {"arn": association.profile_arn, "name": association.profile_arn.rsplit("/", 1)[-1],
+                 "id": association.profile_id} if association else None
             ),
             "associatedAt": timestamp(association.timestamp) if association and association.timestamp else None,
         }

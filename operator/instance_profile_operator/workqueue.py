@@ -1,14 +1,17 @@
-"""A delaying work queue with the semantics of client-go's: a key waits in the queue at most
-once (the earliest due time wins), is never processed by two workers at once, and a key added
-while it is being processed is processed again afterwards."""
+"""A delaying priority work queue with the semantics of client-go's: a key waits in the queue at
+most once (the earliest due time and the highest priority win), is never processed by two
+workers at once, and a key added while it is being processed is processed again afterwards.
+Of the keys that are due, those of a user's change go before periodic re-checks."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import heapq
 import itertools
 import random
 import time
+from dataclasses import dataclass
 from typing import Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -20,45 +23,73 @@ def backoff(attempt: int, base: float, cap: float, rand: Callable[[], float] = r
     return ceiling * (0.5 + rand() / 2)
 
 
+class Priority(enum.IntEnum):
+    """Lower goes first: work caused by a user's change before periodic re-checks."""
+
+    USER = 0
+    BACKGROUND = 1
+
+
+@dataclass(frozen=True)
+class _Entry:
+    due: float
+    priority: Priority
+    stamp: int  # heap items with another stamp are superseded
+
+
 class WorkQueue(Generic[K]):
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self._due: dict[K, float] = {}
-        self._heap: list[tuple[float, int, K]] = []
-        self._order = itertools.count()
+        self._entries: dict[K, _Entry] = {}
+        self._delayed: list[tuple[float, int, K]] = []  # heap by due time
+        self._ready: list[tuple[int, float, int, K]] = []  # due; heap by priority, then due time
+        self._stamps = itertools.count()
         self._processing: set[K] = set()
-        self._again: dict[K, float] = {}  # added while processing
+        self._again: dict[K, tuple[float, Priority]] = {}  # added while processing
         self._wakeup = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._due)
+        return len(self._entries)
 
-    def add(self, key: K, delay: float = 0.0) -> None:
+    def add(self, key: K, delay: float = 0.0, priority: Priority = Priority.USER) -> None:
+        """Queue ``key``; if it is queued already, the earlier due time and higher priority win."""
         due = self._clock() + max(0.0, delay)
         if key in self._processing:
-            self._again[key] = min(due, self._again.get(key, due))
+            earlier = self._again.get(key, (due, priority))
+            self._again[key] = (min(due, earlier[0]), min(priority, earlier[1]))
             return
-        if key in self._due and self._due[key] <= due:
-            return
-        self._due[key] = due
-        heapq.heappush(self._heap, (due, next(self._order), key))
+        queued = self._entries.get(key)
+        if queued is not None:
+            if queued.due <= due and queued.priority <= priority:
+                return
+            due, priority = min(due, queued.due), min(priority, queued.priority)
+        entry = self._entries[key] = _Entry(due, priority, next(self._stamps))
+        heapq.heappush(self._delayed, (due, entry.stamp, key))
         self._wakeup.set()
 
+    def _current(self, key: K, stamp: int) -> _Entry | None:
+        entry = self._entries.get(key)
+        return entry if entry is not None and entry.stamp == stamp else None
+
     async def get(self) -> K:
-        """The next due key; the caller must call ``done(key)`` when finished with it."""
+        """The due key of the highest priority, earliest first; the caller must call
+        ``done(key)`` when finished with it."""
         while True:
-            while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
-                heapq.heappop(self._heap)  # superseded by an earlier due time
-            timeout = None
-            if self._heap:
-                due, _, key = self._heap[0]
-                wait = due - self._clock()
-                if wait <= 0:
-                    heapq.heappop(self._heap)
-                    del self._due[key]
+            now = self._clock()
+            while self._delayed and self._delayed[0][0] <= now:
+                due, stamp, key = heapq.heappop(self._delayed)
+                entry = self._current(key, stamp)
+                if entry is not None:
+                    heapq.heappush(self._ready, (entry.priority, due, stamp, key))
+            while self._ready:
+                _, _, stamp, key = heapq.heappop(self._ready)
+                if self._current(key, stamp) is not None:
+                    del self._entries[key]
                     self._processing.add(key)
                     return key
-                timeout = wait
+            while self._delayed and self._current(self._delayed[0][2], self._delayed[0][1]) is None:
+                heapq.heappop(self._delayed)  # superseded
+            timeout = self._delayed[0][0] - now if self._delayed else None
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -68,10 +99,10 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._again:
-            due = self._again.pop(key)
-            self.add(key, due - self._clock())
+            due, priority = self._again.pop(key)
+            self.add(key, due - self._clock(), priority)
 
     def forget(self, key: K) -> None:
         """Drop a key that no longer exists (a pending retry of it is pointless)."""
-        self._due.pop(key, None)
+        self._entries.pop(key, None)
         self._again.pop(key, None)

@@ -26,8 +26,15 @@ def test_second_binding_of_an_instance_reports_conflict_then_takes_over(api_clie
     wait_for(lambda: first.is_ready("owner"), what="the first binding Ready")
     second.create(manifest("late", instance_id, {"name": "batch-worker"}))
     ready = wait_for(lambda: second.condition("late").get("reason") == "Conflict" and second.condition("late"), what="Conflict")
-    assert ready["status"] == "False" and f"InstanceProfileBinding {namespace}/owner" in ready["message"]
+    # another tenant's binding is not named: neither its namespace nor its name
+    assert ready["status"] == "False" and "already bound by a binding in another namespace" in ready["message"]
+    assert namespace not in ready["message"] and "owner" not in ready["message"]
     assert second.condition("late", "Stalled")["status"] == "True"
+    first.create(manifest("neighbour", instance_id, {"name": "batch-worker"}))  # same namespace: named
+    neighbour = wait_for(lambda: first.condition("neighbour").get("reason") == "Conflict" and first.condition("neighbour"), what="Conflict")
+    assert "already bound by InstanceProfileBinding owner;" in neighbour["message"]
+    first.delete("neighbour")
+    wait_for(lambda: first.get("neighbour") is None, what="the neighbour gone")
     assert "associationId" not in second.status("late")
     assert [e.reason for e in second.events("late")] == ["Conflict"]
     assert mutations(operator) == {"associate_iam_instance_profile": 1, "replace_iam_instance_profile_association": 0,

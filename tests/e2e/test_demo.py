@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from instance_profile_operator.devenv.demo import ALL_READY
 
@@ -32,12 +33,18 @@ def test_demo_turns_the_examples_ready_and_ctrl_c_stops_everything(tmp_path):
         demo = subprocess.Popen([sys.executable, "-m", "instance_profile_operator.devenv", "demo", "--dir", str(tmp_path / "env")],
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: "Ctrl-C stops" in log.read_text(errors="replace") or demo.poll() is not None, 120, "the demo to report Ready")
+        wait_for(lambda: "Ctrl-C here stops" in log.read_text(errors="replace") or demo.poll() is not None, 120, "the demo to report Ready")
         text = log.read_text(errors="replace")
         assert ALL_READY in text, text[-3000:]
         table = text[text.index(ALL_READY):]
         for name in ("web-1", "web-2", "batch-1"):
             assert any(line.split()[1:2] == [name] and " True " in line for line in table.splitlines()), table
+        # the last thing printed: what to paste into another terminal, with paths that exist
+        commands = [line.strip() for line in table[table.index("another terminal"):].splitlines()[1:4]]
+        exports = dict(part.split("=", 1) for part in commands[0].removeprefix("export ").split())
+        assert Path(exports["KUBECONFIG"]).is_file() and Path(exports["PATH"].split(":")[0], "kubectl").is_file(), commands
+        assert commands[1].startswith("source ") and Path(commands[1].split()[1]).is_file(), commands
+        assert commands[2] == "kubectl get ipb -A -w"
         children = descendants(demo.pid)
         assert len(children) >= 4  # etcd, kube-apiserver, moto, the operator
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends

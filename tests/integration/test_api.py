@@ -109,16 +109,43 @@ def test_valid_binding_is_accepted(bindings: Bindings, spec):
     assert created["spec"]["deletionPolicy"] == spec.get("deletionPolicy", "Delete")  # defaulted
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"instanceId": "i-0123abcd"}, "instanceId is immutable: create a new InstanceProfileBinding"),
-    ({"region": "eu-west-1"}, "region is immutable"),
+def record_region(bindings: Bindings, name: str, region: str) -> None:
+    """What the operator writes once it manages a binding: the region it resolved."""
+    bindings.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, bindings.namespace, PLURAL, name, {"status": {"region": region}},
+        _content_type="application/merge-patch+json")
+
+
+ANOTHER_REGION = "create a new InstanceProfileBinding for an instance in another region"
+
+
+@pytest.mark.parametrize("spec,status_region,change,message", [
+    pytest.param({}, None, {"instanceId": "i-0123abcd"}, "instanceId is immutable: create a new InstanceProfileBinding", id="instance"),
+    pytest.param({"region": "us-east-1"}, "us-east-1", {"region": "eu-west-1"},
+                 f"spec.region is immutable (it is us-east-1): {ANOTHER_REGION}", id="region-changed"),
+    pytest.param({"region": "us-east-1"}, "us-east-1", {"region": None},
+                 f"spec.region is immutable (it is us-east-1): {ANOTHER_REGION}", id="region-removed"),
+    pytest.param({}, "us-east-1", {"region": "eu-west-1"},
+                 f"spec.region may only be set to the region this binding already uses, us-east-1: {ANOTHER_REGION}",
+                 id="region-added-other-than-resolved"),
+    pytest.param({}, None, {"region": "us-east-1"},
+                 "spec.region cannot be added before the operator has recorded the binding's region", id="region-added-unresolved"),
 ])
-def test_identity_of_the_instance_is_immutable(bindings: Bindings, change, message):
-    bindings.create(manifest("pinned", GOOD_ID, region="us-east-1") if "instanceId" in change else manifest("pinned", GOOD_ID))
+def test_identity_of_the_instance_is_immutable(bindings: Bindings, spec, status_region, change, message):
+    bindings.create(manifest("pinned", GOOD_ID, **spec))
+    if status_region:
+        record_region(bindings, "pinned", status_region)
     with pytest.raises(ApiException) as caught:
         bindings.patch_spec("pinned", change)
     assert message in api_message(caught.value)
-    assert bindings.get("pinned")["spec"]["instanceId"] == GOOD_ID
+    assert bindings.get("pinned")["spec"] == {"instanceId": GOOD_ID, "iamInstanceProfile": WEB, "deletionPolicy": "Delete", **spec}
+
+
+def test_region_may_be_set_to_the_one_the_binding_already_uses(bindings: Bindings):
+    bindings.create(manifest("resolved", GOOD_ID))  # no spec.region: the operator's default applies
+    record_region(bindings, "resolved", "us-east-1")
+    assert bindings.patch_spec("resolved", {"region": "us-east-1"})["spec"]["region"] == "us-east-1"
+    assert bindings.patch_spec("resolved", {"region": "us-east-1"})["metadata"]["generation"] == 2  # a no-op again
 
 
 def test_spec_changes_bump_generation_and_status_writes_do_not(bindings: Bindings):
@@ -187,12 +214,13 @@ def test_kubectl_get_shows_the_columns(devenv, bindings: Bindings):
     bindings.create(manifest("cols", GOOD_ID, {"arn": "arn:aws:iam::123456789012:instance-profile/team-a/web"}))
     bindings.custom.patch_namespaced_custom_object_status(GROUP, VERSION, bindings.namespace, PLURAL, "cols", {"status": {
         "state": "associated", "associationId": "iip-assoc-0123456789abcdef0", "region": "us-east-1",
+        "instanceProfile": {"arn": "arn:aws:iam::123456789012:instance-profile/team-a/web", "name": "web", "id": "AIPA1"},
         "conditions": [{"type": "Ready", "status": "True", "reason": "Associated", "message": "carries web",
                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}],
     }}, _content_type="application/merge-patch+json")
     header, row = kubectl(devenv, "get", "ipb", "-n", bindings.namespace).stdout.splitlines()
-    assert header.split() == ["NAME", "INSTANCE", "PROFILE", "STATE", "ASSOCIATION", "READY", "AGE"]
-    assert row.split()[:6] == ["cols", GOOD_ID, "arn:aws:iam::123456789012:instance-profile/team-a/web",
+    assert header.split() == ["NAME", "INSTANCE", "PROFILE", "CURRENT", "STATE", "ASSOCIATION", "READY", "AGE"]
+    assert row.split()[:7] == ["cols", GOOD_ID, "arn:aws:iam::123456789012:instance-profile/team-a/web", "web",
                                "associated", "iip-assoc-0123456789abcdef0", "True"]
     wide_header, wide_row = kubectl(devenv, "get", "ipb", "-n", bindings.namespace, "-o", "wide").stdout.splitlines()
     assert wide_header.split()[-2:] == ["REGION", "MESSAGE"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from instance_profile_operator.api import Reason
-from instance_profile_operator.faults import POLICIES, FaultKind, classify, unreachable
+from instance_profile_operator.faults import (
+    POLICIES, FaultKind, Policy, classify, credentials_unavailable, stalled_and_next_try, unreachable,
+)
 
 K = FaultKind
 
@@ -123,3 +125,44 @@ def test_access_denied_stalls_at_once_and_loudly():
 def test_policy_reasons(kind, reason):
     assert POLICIES[kind].reason == reason
 
+
+
+@pytest.mark.parametrize(("code", "operation"), [
+    ("InvalidClientTokenId", "AssociateIamInstanceProfile"),  # an access key AWS does not know
+    ("SignatureDoesNotMatch", "AssociateIamInstanceProfile"),  # the wrong secret
+    ("ExpiredToken", "DescribeIamInstanceProfileAssociations"),
+    ("ExpiredTokenException", "DescribeIamInstanceProfileAssociations"),
+    ("InvalidIdentityToken", "AssumeRoleWithWebIdentity"),  # IRSA: a token STS refuses
+    ("AccessDenied", "AssumeRoleWithWebIdentity"),  # IRSA: the role's trust policy does not name the ServiceAccount
+    ("IDPCommunicationError", "AssumeRoleWithWebIdentity"),
+])
+def test_unusable_credentials_are_a_set_up_error_naming_the_fix(code, operation):
+    fault = classify(code, "The security token included in the request is invalid.", 403, operation)
+    assert fault.kind is K.CREDENTIALS_UNAVAILABLE and fault.code == code
+    assert "The security token included in the request is invalid" in fault.message
+    for fix in ("IRSA", "eks.amazonaws.com/role-arn", "Pod Identity", "AWS_ACCESS_KEY_ID"):
+        assert fix in fault.message
+
+
+def test_access_denied_of_an_ec2_call_is_not_a_credentials_problem():
+    assert classify("AccessDenied", "not authorized", 403, "AssociateIamInstanceProfile").kind is K.ACCESS_DENIED
+
+
+def test_no_credentials_stalls_at_once_with_its_own_reason():
+    fault = credentials_unavailable("NoCredentialsError", "Unable to locate credentials")
+    assert str(fault).startswith("NoCredentialsError: Unable to locate credentials; the operator has no usable AWS credentials")
+    policy = POLICIES[K.CREDENTIALS_UNAVAILABLE]
+    assert (policy.reason, policy.quiet_attempts, policy.stalled_after) == (Reason.CREDENTIALS_UNAVAILABLE, 0, 0.0)
+
+
+@pytest.mark.parametrize(("stalled_after", "since", "now", "backoff_delay", "expected"), [
+    (None, 0.0, 1000.0, 8.0, (False, 8.0)),  # transient: never stalls, plain backoff
+    (60.0, 0.0, 10.0, 8.0, (False, 8.0)),  # far from the deadline: plain backoff
+    (60.0, 0.0, 55.0, 16.0, (False, 5.0)),  # the next try lands on the deadline, not 11 s after it
+    (60.0, 0.0, 60.0, 16.0, (True, 16.0)),  # on the deadline: Stalled
+    (300.0, 0.0, 299.5, 300.0, (False, 0.5)),
+    (0.0, 5.0, 5.0, 2.0, (True, 2.0)),  # stalls at once
+])
+def test_stalled_shows_when_the_stated_time_has_passed(stalled_after, since, now, backoff_delay, expected):
+    policy = Policy(Reason.INSTANCE_NOT_FOUND, 0, stalled_after)
+    assert stalled_and_next_try(policy, since, now, backoff_delay) == expected

@@ -118,7 +118,7 @@ def test_association_fields():
     status = render({}, 1, "eu-west-1", READY_REPORT, NOW)
     assert status["associationId"] == "iip-assoc-1"
     assert status["state"] == "associated"
-    assert status["instanceProfile"] == {"arn": ARN, "id": "AIPAWEB"}
+    assert status["instanceProfile"] == {"arn": ARN, "name": ARN.rsplit("/", 1)[-1], "id": "AIPAWEB"}
     assert status["associatedAt"] == "2025-01-01T11:00:00Z"
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.workqueue import WorkQueue, backoff
+from instance_profile_operator.workqueue import Priority, WorkQueue, backoff
 
 # --------------------------------------------------------------------------------------------
 # backoff()
@@ -230,3 +230,96 @@ async def test_waiting_getter_is_woken_by_earlier_key(queue, clock):
 async def test_negative_delay_is_immediate(queue):
     queue.add("a", delay=-5)
     assert await next_key(queue) == "a"
+
+
+# --------------------------------------------------------------------------------------------
+# WorkQueue priorities
+# --------------------------------------------------------------------------------------------
+
+USER, BACKGROUND = Priority.USER, Priority.BACKGROUND
+
+
+async def test_users_change_goes_before_a_queued_resync(queue):
+    for n in range(100):
+        queue.add(f"resync-{n}", priority=BACKGROUND)
+    queue.add("user", priority=USER)
+    assert await next_key(queue) == "user"
+    assert [await next_key(queue) for _ in range(3)] == ["resync-0", "resync-1", "resync-2"]
+
+
+async def test_default_priority_is_a_users(queue):
+    queue.add("resync", priority=BACKGROUND)
+    queue.add("plain")
+    assert await next_key(queue) == "plain"
+
+
+async def test_priority_orders_only_keys_that_are_due(queue, clock):
+    queue.add("resync", priority=BACKGROUND)
+    queue.add("user-later", delay=5, priority=USER)
+    assert await next_key(queue) == "resync"  # a user's key that is not due yet does not hold it back
+    await assert_nothing_due(queue)
+    clock.advance(5)
+    assert await next_key(queue) == "user-later"
+
+
+async def test_readding_with_a_higher_priority_promotes_the_key(queue):
+    for key in ("a", "b", "c"):
+        queue.add(key, priority=BACKGROUND)
+    queue.add("c", priority=USER)
+    assert len(queue) == 3
+    assert [await next_key(queue) for _ in range(3)] == ["c", "a", "b"]
+    await assert_nothing_due(queue)  # promoted, not duplicated
+
+
+async def test_readding_with_a_lower_priority_keeps_the_higher(queue):
+    queue.add("a", priority=BACKGROUND)
+    queue.add("b", priority=USER)
+    queue.add("b", priority=BACKGROUND)
+    assert await next_key(queue) == "b"
+
+
+async def test_promotion_keeps_the_earlier_due_time(queue, clock):
+    queue.add("a", delay=1, priority=BACKGROUND)
+    queue.add("a", delay=10, priority=USER)  # promoted, still due in 1 s
+    clock.advance(1)
+    assert await next_key(queue) == "a"
+    queue.done("a")
+    clock.advance(20)
+    await assert_nothing_due(queue)
+
+
+async def test_same_priority_keeps_due_order(queue, clock):
+    queue.add("late", delay=2, priority=BACKGROUND)
+    queue.add("early", delay=1, priority=BACKGROUND)
+    clock.advance(5)
+    assert [await next_key(queue) for _ in range(2)] == ["early", "late"]
+
+
+async def test_readd_while_processing_keeps_the_higher_priority(queue):
+    queue.add("a", priority=BACKGROUND)
+    assert await next_key(queue) == "a"
+    queue.add("a", priority=BACKGROUND)
+    queue.add("a", priority=USER)
+    queue.add("z", priority=BACKGROUND)
+    queue.done("a")
+    assert await next_key(queue) == "a"
+
+
+@given(adds=st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([USER, BACKGROUND])), min_size=1, max_size=30))
+def test_every_queued_user_key_is_delivered_before_any_background_key(adds):
+    async def run() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue(clock=lambda: 0.0)
+        for key, priority in adds:
+            queue.add(key, priority=priority)
+        return [await asyncio.wait_for(queue.get(), DELIVERY_TIMEOUT) for _ in range(len(queue))]
+
+    delivered = asyncio.run(run())
+    best = {key: min(p for k, p in adds if k == key) for key, _ in adds}
+    assert sorted(delivered) == sorted(best)  # each key once
+    assert [best[key] for key in delivered] == sorted(best[key] for key in delivered)
+    first_add = {key: next(i for i, (k, _) in enumerate(adds) if k == key) for key in best}
+    for priority in (USER, BACKGROUND):  # within a priority: in the order keys were added
+        keys = [key for key in delivered if best[key] == priority]
+        promoted = [key for key in keys if adds[first_add[key]][1] != priority]
+        unpromoted = [key for key in keys if key not in promoted]
+        assert unpromoted == sorted(unpromoted, key=first_add.get)

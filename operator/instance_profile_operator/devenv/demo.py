@@ -33,6 +33,17 @@ def _all_ready(endpoints: Endpoints) -> bool:
     return done.returncode == 0
 
 
+def another_terminal(endpoints: Endpoints) -> str:
+    """The commands that point kubectl and boto3 (the AWS CLI too) at this environment."""
+    return (
+        "Try it from another terminal:\n"
+        f"    export KUBECONFIG={endpoints.kubeconfig} PATH={endpoints.bin_dir}:$PATH\n"
+        f"    source {endpoints.aws_env}\n"
+        "    kubectl get ipb -A -w\n"
+        "Ctrl-C here stops the operator and the environment."
+    )
+
+
 def _say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
@@ -56,13 +67,11 @@ def _run(directory: Path) -> int:
         )
         _say("Applying examples/")
         print(_kubectl(endpoints, "apply", "-n", "default", "-f", str(REPO / "examples")), end="")
-        print(f"\n    In another terminal:\n      export KUBECONFIG={endpoints.kubeconfig} PATH={endpoints.bin_dir}:$PATH\n"
-              f"      kubectl get ipb -A -w", flush=True)
         started = time.monotonic()
         wait_until(lambda: _all_ready(endpoints), 120, "the example bindings to be Ready", {"operator": operator})
         _say(f"{ALL_READY} ({time.monotonic() - started:.1f} s)")
         print(_kubectl(endpoints, "get", "ipb", "-A", "-o", "wide"), flush=True)
-        print("Ctrl-C stops the operator and the environment.", flush=True)
+        print(another_terminal(endpoints), flush=True)
         operator.wait()
         return operator.returncode
     except KeyboardInterrupt:

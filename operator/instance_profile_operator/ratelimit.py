@@ -1,0 +1,226 @@
+"""Client-side token buckets that mirror EC2's request limits, per account, region and action.
+
+EC2 meters every account and region with a token bucket per action and refuses a request that
+finds its bucket empty (``RequestLimitExceeded``). The operator keeps a bucket of its own per
+``(account, region, action)`` at EC2's documented defaults, scaled by the share of the budget
+it may use, and every EC2 request waits for a token from it, so requests wait instead of being
+refused.
+
+* ``Limit`` and ``Bucket`` are the pure math (time is passed in): refill, take, and the
+  feedback. Other clients drain the same EC2 buckets, so a refusal still happens; it means EC2's
+  bucket is emptier than ours. ``Bucket.throttled`` then drains our tokens and halves the refill
+  rate (down to 5 % of the configured rate); the rate climbs back linearly, reaching the
+  configured rate again ``RECOVERY_SECONDS`` after a stop. Refusals of requests granted before
+  that slowdown are echoes of the same event and change nothing (each grant carries the
+  bucket's slowdown epoch).
+* ``RateLimiter`` is the async waiting: ``acquire`` parks the caller on a future, one timer per
+  key wakes the waiters when a token is due, and waiters are served by priority, then arrival.
+  No thread ever sleeps, and keys never wait for one another.
+
+Retries: botocore's own retries are switched off and the gateway retries instead, through this
+limiter. botocore's ``adaptive`` mode keeps one send-rate limiter per client, i.e. per region
+for all actions at once, so one throttled Associate would slow every Describe down; its retries
+sleep in the gateway's threads, holding one of the few; and its retry attempts take no token from
+our bucket, so they would come on top of the rate we promise EC2. With retries in the gateway,
+each attempt waits for its own token, a throttle slows only the bucket it came from, and
+backoff after a 5xx is an ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import re
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
+
+DECREASE = 0.5  # the refill rate is multiplied by this on a refusal
+FLOOR = 0.05  # ... but never drops below this fraction of the configured rate
+RECOVERY_SECONDS = 30.0  # the rate climbs back by configured/RECOVERY_SECONDS per second
+
+
+@dataclass(frozen=True)
+class Limit:
+    burst: float  # bucket size
+    rate: float  # tokens per second
+
+    def scaled(self, share: float) -> "Limit":
+        return Limit(max(1.0, self.burst * share), self.rate * share)
+
+
+# EC2's documented defaults per account and region (API request throttling).
+DEFAULT_LIMITS: Mapping[str, Limit] = {
+    "AssociateIamInstanceProfile": Limit(100, 5),
+    "DisassociateIamInstanceProfile": Limit(100, 5),
+    "ReplaceIamInstanceProfileAssociation": Limit(50, 5),
+    "DescribeIamInstanceProfileAssociations": Limit(100, 20),
+    "DescribeInstances": Limit(100, 20),
+}
+
+_LIMIT = re.compile(r"^(?P<action>[A-Za-z]+)=(?P<burst>[0-9.]+):(?P<rate>[0-9.]+)$")
+
+
+def parse_limit(text: str) -> tuple[str, Limit]:
+    """``ACTION=BURST:RATE``, e.g. ``AssociateIamInstanceProfile=100:5``; ValueError if not."""
+    match = _LIMIT.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not ACTION=BURST:RATE")
+    action = match["action"]
+    if action not in DEFAULT_LIMITS:
+        raise ValueError(f"unknown action {action!r}; one of {', '.join(DEFAULT_LIMITS)}")
+    try:
+        burst, rate = float(match["burst"]), float(match["rate"])
+    except ValueError:
+        raise ValueError(f"{text!r}: BURST and RATE must be numbers") from None
+    if burst < 1 or rate <= 0:
+        raise ValueError(f"{text!r}: BURST must be at least 1 and RATE positive")
+    return action, Limit(burst, rate)
+
+
+@dataclass
+class Bucket:
+    """A token bucket whose refill rate drops on refusals and climbs back. Pure: no clock."""
+
+    limit: Limit
+    tokens: float
+    rate: float
+    updated: float
+    epoch: int = 0  # slowdowns so far
+
+    @classmethod
+    def full(cls, limit: Limit, now: float) -> "Bucket":
+        return cls(limit, limit.burst, limit.rate, now)
+
+    def _refill(self, elapsed: float) -> float:
+        """Tokens gained over ``elapsed`` while the rate climbs linearly to the configured rate."""
+        climb = self.limit.rate / RECOVERY_SECONDS
+        ramp = min(elapsed, (self.limit.rate - self.rate) / climb)
+        return self.rate * ramp + climb * ramp * ramp / 2 + self.limit.rate * (elapsed - ramp)
+
+    def advance(self, now: float) -> None:
+        elapsed = now - self.updated
+        if elapsed <= 0:
+            return
+        self.tokens = min(self.limit.burst, self.tokens + self._refill(elapsed))
+        self.rate = min(self.limit.rate, self.rate + self.limit.rate / RECOVERY_SECONDS * elapsed)
+        self.updated = now
+
+    def take(self, now: float) -> bool:
+        self.advance(now)
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is due at the current rate (an upper bound while it climbs)."""
+        self.advance(now)
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+    def refund(self) -> None:
+        """Give back a token that was granted but never used."""
+        self.tokens = min(self.limit.burst, self.tokens + 1)
+
+    def throttled(self, now: float, epoch: int) -> None:
+        """EC2 refused a request granted in ``epoch``: drain and slow down, once per slowdown."""
+        if epoch != self.epoch:
+            return
+        self.advance(now)
+        self.tokens = 0.0
+        self.rate = max(self.limit.rate * FLOOR, self.rate * DECREASE)
+        self.epoch += 1
+
+
+Key = tuple[str, str, str]  # (account, region, action); account "" is the operator's own credentials
+
+_priority: ContextVar[int] = ContextVar("ec2_call_priority", default=0)
+
+
+@contextmanager
+def at_priority(priority: int) -> Iterator[None]:
+    """EC2 calls made inside wait for their tokens at ``priority`` (lower goes first)."""
+    token = _priority.set(priority)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+@dataclass(frozen=True)
+class Grant:
+    key: Key
+    epoch: int
+
+
+@dataclass
+class _Lane:
+    bucket: Bucket
+    waiters: list[tuple[int, int, asyncio.Future]] = field(default_factory=list)  # heap: priority, arrival
+    timer: asyncio.TimerHandle | None = None
+
+
+class RateLimiter:
+    def __init__(self, limits: Mapping[str, Limit] = DEFAULT_LIMITS, share: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._limits = {action: limit.scaled(share) for action, limit in {**DEFAULT_LIMITS, **limits}.items()}
+        self._clock = clock
+        self._lanes: dict[Key, _Lane] = {}
+        self._arrivals = itertools.count()
+
+    def limit(self, action: str) -> Limit:
+        return self._limits[action]
+
+    def bucket(self, key: Key) -> Bucket:
+        return self._lane(key).bucket
+
+    def _lane(self, key: Key) -> _Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(Bucket.full(self._limits[key[2]], self._clock()))
+        return lane
+
+    async def acquire(self, account: str, region: str, action: str, priority: int | None = None) -> Grant:
+        """Wait for a token of ``(account, region, action)``; by default at the caller's
+        ``at_priority``. A caller cancelled while waiting takes no token."""
+        key = (account, region, action)
+        lane = self._lane(key)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        heapq.heappush(lane.waiters, (_priority.get() if priority is None else priority, next(self._arrivals), future))
+        self._dispatch(lane)
+        try:
+            epoch = await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # granted, but the caller is gone
+                lane.bucket.refund()
+            self._dispatch(lane)
+            raise
+        return Grant(key, epoch)
+
+    def throttled(self, grant: Grant) -> None:
+        """EC2 refused a request made with ``grant``: its bucket is emptier than ours."""
+        lane = self._lane(grant.key)
+        lane.bucket.throttled(self._clock(), grant.epoch)
+        self._dispatch(lane)
+
+    def _dispatch(self, lane: _Lane) -> None:
+        now = self._clock()
+        while lane.waiters:
+            future = lane.waiters[0][2]
+            if future.done():  # cancelled while waiting
+                heapq.heappop(lane.waiters)
+            elif lane.bucket.take(now):
+                heapq.heappop(lane.waiters)
+                future.set_result(lane.bucket.epoch)
+            else:
+                break
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+        if lane.waiters:
+            delay = lane.bucket.wait(now)
+            lane.timer = asyncio.get_running_loop().call_later(delay, self._dispatch, lane)
+

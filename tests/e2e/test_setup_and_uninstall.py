@@ -1,0 +1,124 @@
+"""Issue 6: an uninstall never costs users their instance profiles, set-up errors say what to do,
+and kubectl tells the truth while a change is pending."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ..support.kube import REPO, Bindings, kubectl, manifest
+from ..support.waiting import wait_for
+from .test_lifecycle import associations, mutations
+
+BINDINGS_CRD = "crd/instanceprofilebindings.ec2.instanceprofiles.dev"
+UNSERVED = "Unresolved resources cannot be served"
+
+
+def remove_finalizers_by_hand(devenv, keep_namespace: str | None = None) -> None:
+    """What the README says to do once the operator is gone for good (here: other tests' leftovers,
+    whose operators have stopped, would otherwise hold the CRD's deletion)."""
+    listed = json.loads(kubectl(devenv, "get", "ipb", "-A", "-o", "json").stdout)["items"]
+    for item in listed:
+        meta = item["metadata"]
+        if meta["namespace"] != keep_namespace and meta.get("finalizers"):
+            kubectl(devenv, "patch", "ipb", meta["name"], "-n", meta["namespace"], "--type=merge",
+                    "-p", '{"metadata":{"finalizers":null}}')
+
+
+def install_crd(devenv) -> None:
+    kubectl(devenv, "apply", "-f", str(REPO / "crds" / "instanceprofilebinding.yaml"))
+    kubectl(devenv, "wait", "--for=condition=Established", "--timeout=30s", BINDINGS_CRD)
+    wait_for(lambda: kubectl(devenv, "explain", "ipb.spec", check=False).returncode == 0, what="the CRD's OpenAPI")
+
+
+def test_deleting_the_crd_releases_bindings_without_touching_ec2_and_serving_resumes(
+        devenv, start_operator, bindings: Bindings, ec2, new_instance):
+    operator = start_operator()
+    deleted, retained = new_instance(), new_instance()
+    bindings.create(manifest("deleted", deleted))
+    bindings.create(manifest("retained", retained, deletionPolicy="Retain"))
+    wait_for(lambda: bindings.is_ready("deleted") and bindings.is_ready("retained"), what="both bindings Ready")
+    before = {i: associations(ec2, i)[0]["AssociationId"] for i in (deleted, retained)}
+    remove_finalizers_by_hand(devenv, keep_namespace=bindings.namespace)
+    try:
+        kubectl(devenv, "delete", "-f", str(REPO / "crds" / "instanceprofilebinding.yaml"), "--timeout=60s")
+        assert kubectl(devenv, "get", BINDINGS_CRD, check=False).returncode != 0  # the uninstall completed
+        for instance_id, association_id in before.items():
+            [association] = associations(ec2, instance_id)
+            assert (association["AssociationId"], association["State"]) == (association_id, "associated")
+        assert mutations(operator)["disassociate_iam_instance_profile"] == 0
+        for name in ("deleted", "retained"):
+            released = [e for e in bindings.events(name) if e.reason == "Released"]
+            assert released and "without touching EC2" in released[0].message, bindings.event_reasons(name)
+        wait_for(lambda: UNSERVED in operator.log(), what="the operator to say the resource is not served")
+        assert operator.process.poll() is None
+    finally:
+        install_crd(devenv)
+    # back without a restart: the same bindings are adopted, nothing is re-associated
+    bindings.create(manifest("deleted", deleted))
+    bindings.create(manifest("retained", retained, deletionPolicy="Retain"))
+    wait_for(lambda: bindings.is_ready("deleted") and bindings.is_ready("retained"), what="Ready again")
+    assert {i: bindings.status(n)["associationId"] for n, i in (("deleted", deleted), ("retained", retained))} == before
+    assert "Adopted" in bindings.event_reasons("deleted")
+    assert mutations(operator)["associate_iam_instance_profile"] == 2  # the first two only
+    assert operator.log().count(UNSERVED) == 1  # said once, not at every CRD change
+    assert operator.process.poll() is None
+    for name in ("deleted", "retained"):
+        bindings.delete(name)
+    wait_for(lambda: bindings.get("deleted") is None and bindings.get("retained") is None, what="the bindings deleted")
+    assert associations(ec2, retained) and not [a for a in associations(ec2, deleted) if a["State"] != "disassociated"]
+
+
+def test_operator_started_before_its_crd_serves_it_once_installed(devenv, start_operator, bindings: Bindings, new_instance):
+    remove_finalizers_by_hand(devenv)
+    kubectl(devenv, "delete", "-f", str(REPO / "crds" / "instanceprofilebinding.yaml"), "--timeout=60s")
+    try:
+        operator = start_operator()
+        wait_for(lambda: UNSERVED in operator.log(), what="the operator to say the resource is not served")
+    finally:
+        install_crd(devenv)
+    bindings.create(manifest("late-crd", new_instance()))
+    wait_for(lambda: bindings.is_ready("late-crd"), 30, "Ready once the CRD is installed")
+    assert operator.process.poll() is None
+
+
+def test_no_aws_credentials_is_a_stalled_set_up_error_that_names_the_fix(start_operator, bindings: Bindings, new_instance):
+    operator = start_operator(AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="", AWS_SESSION_TOKEN="",
+                              AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent",
+                              AWS_EC2_METADATA_DISABLED="true")
+    bindings.create(manifest("no-creds", new_instance()))
+    stalled = wait_for(lambda: bindings.condition("no-creds", "Stalled"), what="Stalled")
+    ready = bindings.condition("no-creds")
+    assert stalled["status"] == "True" and stalled["reason"] == ready["reason"] == "CredentialsUnavailable"
+    assert "Unable to locate credentials" in ready["message"]
+    assert "IRSA" in ready["message"] and "Pod Identity" in ready["message"] and "AWS_ACCESS_KEY_ID" in ready["message"]
+    assert not bindings.condition("no-creds", "Reconciling")
+    assert [e.type for e in bindings.events("no-creds") if e.reason == "CredentialsUnavailable"] == ["Warning"]
+    assert operator.process.poll() is None
+
+
+def test_kubectl_shows_the_current_profile_beside_the_declared_one_while_a_change_is_pending(
+        devenv, operator, proxy, bindings: Bindings, new_instance):
+    bindings.create(manifest("moving", new_instance()))
+    wait_for(lambda: bindings.is_ready("moving"), what="Ready")
+    proxy.fail("ReplaceIamInstanceProfileAssociation", "InternalError", "try again later", status=500, times=None)
+    bindings.patch_spec("moving", {"iamInstanceProfile": {"name": "batch-worker"}})
+
+    def row() -> dict[str, str]:
+        table = kubectl(devenv, "get", "ipb", "moving", "-n", bindings.namespace).stdout.splitlines()
+        return dict(zip(table[0].split(), table[1].split()))
+
+    pending = wait_for(lambda: (r := row())["READY"] == "False" and r, 30, "Ready=False while the replacement fails")
+    assert (pending["PROFILE"], pending["CURRENT"], pending["STATE"]) == ("batch-worker", "web-server", "associated")
+    proxy.clear()
+    wait_for(lambda: row()["CURRENT"] == "batch-worker" and row()["READY"] == "True", 30, "the change done")
+
+
+def test_without_a_kubeconfig_the_operator_exits_at_once_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "instance_profile_operator.cli", "run", "--region", "us-east-1"],
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "no Kubernetes configuration" in done.stderr and "KUBECONFIG" in done.stderr

@@ -1,0 +1,96 @@
+"""Accounts against moto's server: an assumed role acts in the role's account, and only there."""
+
+from __future__ import annotations
+
+import pytest
+
+from instance_profile_operator.accounts import Accounts
+from instance_profile_operator.ec2 import Ec2Gateway
+from instance_profile_operator.faults import AwsFault, FaultKind
+from instance_profile_operator.policy import OWN_ACCOUNT, Account
+
+OTHER_ACCOUNT = "222233334444"
+OTHER = Account(f"arn:aws:iam::{OTHER_ACCOUNT}:role/instance-profile-operator", "team-b-external-id")
+AMI = "ami-0abcdef1234567890"
+
+
+@pytest.fixture
+def accounts(devenv, monkeypatch) -> Accounts:
+    """Configured like the operator: from the environment, AWS_ENDPOINT_URL pointing at moto."""
+    for key, value in devenv.aws_variables().items():
+        monkeypatch.setenv(key, value)
+    return Accounts(region=devenv.region, role_session_name="instance-profile-operator-test")
+
+
+def launch(session) -> str:
+    return session.client("ec2").run_instances(ImageId=AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+
+
+def visible(session, instance_id: str) -> bool:
+    reservations = session.client("ec2").describe_instances(Filters=[{"Name": "instance-id", "Values": [instance_id]}])["Reservations"]
+    return any(i["InstanceId"] == instance_id for r in reservations for i in r["Instances"])
+
+
+def test_assumed_role_acts_in_the_roles_account(accounts: Accounts):
+    own, other = accounts.session(OWN_ACCOUNT), accounts.session(OTHER)
+    assert other.client("sts").get_caller_identity()["Arn"] == (
+        f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/instance-profile-operator/instance-profile-operator-test")
+    assert own.client("sts").get_caller_identity()["Account"] != OTHER_ACCOUNT
+
+    in_other, in_own = launch(other), launch(own)
+    assert visible(other, in_other) and not visible(own, in_other)
+    assert visible(own, in_own) and not visible(other, in_own)
+
+
+def test_profiles_of_the_other_account_are_associated_there(accounts: Accounts):
+    other = accounts.session(OTHER)
+    iam, ec2 = other.client("iam"), other.client("ec2")
+    try:
+        arn = iam.create_instance_profile(InstanceProfileName="team-b-web")["InstanceProfile"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_instance_profile(InstanceProfileName="team-b-web")["InstanceProfile"]["Arn"]
+    assert f":{OTHER_ACCOUNT}:" in arn
+    instance_id = launch(other)
+    association = ec2.associate_iam_instance_profile(InstanceId=instance_id, IamInstanceProfile={"Name": "team-b-web"})
+    assert association["IamInstanceProfileAssociation"]["IamInstanceProfile"]["Arn"] == arn
+
+
+def test_sessions_and_credentials_are_cached(accounts: Accounts):
+    session = accounts.session(OTHER)
+    assert accounts.session(OTHER) is session
+    assert accounts.session(Account(OTHER.role_arn)) is not session  # another external ID is another identity
+    first = session.get_credentials().get_frozen_credentials()
+    assert session.get_credentials().get_frozen_credentials().access_key == first.access_key
+
+
+def test_credentials_are_refreshed_before_they_expire(devenv, monkeypatch):
+    for key, value in devenv.aws_variables().items():
+        monkeypatch.setenv(key, value)
+    # 15 minutes is STS's minimum and botocore's advisory refresh window: every use refreshes
+    session = Accounts(region=devenv.region, duration_seconds=900).session(OTHER)
+    first = session.get_credentials().get_frozen_credentials()
+    second = session.get_credentials().get_frozen_credentials()
+    assert second.access_key != first.access_key
+    assert visible(session, launch(session))  # and the refreshed credentials work
+
+
+def test_a_failure_to_assume_is_a_classified_fault(devenv, monkeypatch):
+    for key, value in devenv.aws_variables().items():
+        monkeypatch.setenv(key, value)
+    session = Accounts(region=devenv.region, role_session_name="x" * 65).session(OTHER)  # STS takes at most 64
+    with pytest.raises(AwsFault) as caught:
+        session.client("ec2").describe_instances()
+    assert caught.value.kind is FaultKind.ACCESS_DENIED and caught.value.code == "ValidationError"
+    assert f"cannot assume role {OTHER.role_arn}: " in caught.value.message and "64" in caught.value.message
+
+
+async def test_the_ec2_gateway_reports_the_assume_fault_unchanged(devenv, monkeypatch):
+    for key, value in devenv.aws_variables().items():
+        monkeypatch.setenv(key, value)
+    gateway = Ec2Gateway(session=Accounts(region=devenv.region, role_session_name="x" * 65).session(OTHER))
+    try:
+        with pytest.raises(AwsFault) as caught:
+            await gateway.describe_instance_states(devenv.region, ["i-0123456789abcdef0"])
+    finally:
+        gateway.close()
+    assert caught.value.kind is FaultKind.ACCESS_DENIED and "cannot assume role" in caught.value.message

@@ -1,0 +1,85 @@
+"""Admission decisions: which requests are reviewed, and what is rejected with which message."""
+
+from __future__ import annotations
+
+import pytest
+
+from instance_profile_operator.admission import needs_review, rejection, review
+from instance_profile_operator.faults import AwsFault, FaultKind
+from instance_profile_operator.policy import Account, NeedsInstanceTags
+from instance_profile_operator.policybook import PolicyBook
+
+ROLE = Account("arn:aws:iam::222233334444:role/ipo")
+
+
+def binding(namespace: str = "team-a", profile: dict | None = None, **extra) -> dict:
+    spec = {"instanceId": "i-0123456789abcdef0", "iamInstanceProfile": profile or {"name": "team-a-web"}, **extra}
+    return {"metadata": {"name": "b", "namespace": namespace}, "spec": spec}
+
+
+@pytest.fixture
+def book() -> PolicyBook:
+    book = PolicyBook()
+    for name, team in (("team-a", "a"), ("team-b", "b"), ("empty", None)):
+        book.on_namespace(None, {"metadata": {"name": name, "labels": {"team": team} if team else {}}})
+    book.on_policy(None, {"metadata": {"name": "team-a"}, "spec": {
+        "namespaceSelector": {"matchLabels": {"team": "a"}}, "instanceProfiles": [{"name": "team-a-*"}], "regions": ["us-east-1"]}})
+    book.on_policy(None, {"metadata": {"name": "team-b"}, "spec": {
+        "namespaceSelector": {"matchLabels": {"team": "b"}}, "instanceProfiles": [{"name": "team-b-*"}],
+        "instanceTags": {"team": "b"}, "account": {"roleArn": ROLE.role_arn}}})
+    return book
+
+
+DELETING = {"metadata": {"deletionTimestamp": "2025-01-01T00:00:00Z"}, "spec": {"a": 1}}
+
+
+@pytest.mark.parametrize("operation,body,old,reviewed", [
+    ("CREATE", {"spec": {"a": 1}}, None, True),
+    ("UPDATE", {"spec": {"a": 2}}, {"spec": {"a": 1}}, True),
+    ("UPDATE", {"spec": {"a": 1}, "metadata": {"finalizers": ["f"]}}, {"spec": {"a": 1}}, False),
+    ("UPDATE", DELETING, {"spec": {"a": 0}}, False),
+    ("DELETE", {"spec": {"a": 1}}, {"spec": {"a": 1}}, False),
+    ("CONNECT", {"spec": {"a": 1}}, None, False),
+])
+def test_needs_review(operation, body, old, reviewed):
+    assert needs_review(operation, body, old) is reviewed
+
+
+@pytest.mark.parametrize("body,expected", [
+    (binding(), None),
+    (binding(region="eu-west-1"), "denied by InstanceProfilePolicy: region eu-west-1 is not allowed for instance profile team-a-web (InstanceProfilePolicy team-a)"),
+    (binding(profile={"name": "team-b-web"}), "denied by InstanceProfilePolicy: instance profile team-b-web is not allowed in namespace team-a (InstanceProfilePolicy team-a)"),
+    (binding("empty"), "denied by InstanceProfilePolicy: no InstanceProfilePolicy selects namespace empty; see docs/tenancy.md"),
+    (binding("not-seen-yet"), None),
+    (binding(profile={}), None),  # invalid: the schema's job
+    (binding("team-b", profile={"name": "team-b-web"}), NeedsInstanceTags((ROLE,))),
+])
+def test_rejection(book, body, expected):
+    assert rejection(body, book, "us-east-1") == expected
+
+
+def lookup(tags: dict | Exception):
+    calls = []
+
+    async def tags_lookup(account, region, instance_id):
+        calls.append((account, region, instance_id))
+        if isinstance(tags, Exception):
+            raise tags
+        return tags
+
+    return tags_lookup, calls
+
+
+async def test_review_looks_up_tags_in_the_policys_account_only_when_they_decide(book):
+    tags_lookup, calls = lookup({"team": "a"})
+    message = await review(binding("team-b", profile={"name": "team-b-web"}), book, "us-east-1", tags_lookup)
+    assert message == ("denied by InstanceProfilePolicy: the instance lacks tag `team=b` required by InstanceProfilePolicy team-b")
+    assert calls == [(ROLE, "us-east-1", "i-0123456789abcdef0")]
+    assert await review(binding(), book, "us-east-1", tags_lookup) is None and len(calls) == 1
+
+
+async def test_review_admits_when_tags_allow_or_cannot_be_read(book):
+    body = binding("team-b", profile={"name": "team-b-web"})
+    assert await review(body, book, "us-east-1", lookup({"team": "b"})[0]) is None
+    assert await review(body, book, "us-east-1", lookup(AwsFault(FaultKind.ACCESS_DENIED, "AccessDenied", "no"))[0]) is None
+    assert await review(body, book, "us-east-1", None) is None
