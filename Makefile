@@ -1,11 +1,12 @@
 # make test   — set up what is missing, then run every test (unit, API, end to end)
 # make demo   — the main job: local control plane + EC2 endpoint, CRD, operator, examples/
+# make image  — the operator's image, built with buildah on a small Debian base (cached)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup controlplane test unit demo up down bench bench-scale clean
+.PHONY: setup controlplane test unit demo up down bench bench-scale image clean
 
 setup: $(STAMP) controlplane
 
@@ -38,6 +39,9 @@ bench: setup
 
 bench-scale: setup
 	$(BIN)/python bench/scale.py
+
+image: $(STAMP)
+	$(BIN)/python -m instance_profile_operator.devenv.image build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
