@@ -24,7 +24,7 @@ import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.converge import body, machine, metrics, ready  # noqa: E402
+from bench.converge import audit_writes, body, machine, metrics, ready  # noqa: E402
 from bench.ec2_throttle import EC2_BUCKETS, ThrottleEmulator  # noqa: E402
 from instance_profile_operator.api import GROUP, PLURAL, VERSION  # noqa: E402
 from instance_profile_operator.devenv.cluster import DevEnv, _die_with_parent, free_port, wait_until  # noqa: E402
@@ -44,11 +44,14 @@ def scenario(name: str, endpoints, emulator: ThrottleEmulator, api, ec2, n: int,
            "KUBECONFIG": endpoints.kubeconfig}
     with open(workdir / f"operator-{name}.log", "wb") as log:
         operator = subprocess.Popen(
-            [sys.executable, "-m", "instance_profile_operator.cli", "run", "--namespace", name,
+            [sys.executable, "-m", "instance_profile_operator.cli", "run", "--namespace", name, "--policy-enforcement", "Disabled",
              "--resync-seconds", str(args.resync_seconds), "--metrics-address", f"127.0.0.1:{port}", *operator_flags],
             env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     try:
         wait_until(lambda: metrics(port) is not None, 30, "the operator", {"operator": operator})
+        audit = Path(endpoints.audit_log)
+        time.sleep(1.5)  # the audit log is written in 1 s batches: mark it once earlier writes are in
+        _, mark = audit_writes(audit, 0)
         before = emulator.counts()
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
@@ -61,6 +64,8 @@ def scenario(name: str, endpoints, emulator: ThrottleEmulator, api, ec2, n: int,
         wait_until(all_ready, 3600, "all bindings Ready")
         converged = time.monotonic() - started
         after = emulator.counts()
+        time.sleep(2.5)  # follow-up writes, and the audit batch that holds them
+        writes, _ = audit_writes(audit, mark)
     finally:
         operator.terminate()
         operator.wait(20)
@@ -77,6 +82,7 @@ def scenario(name: str, endpoints, emulator: ThrottleEmulator, api, ec2, n: int,
         "requests": sent, "refused": {a: r for a, r in refused.items() if r},
         "refused_share": round(total_refused / total_sent, 4) if total_sent else 0.0,
         "neighbour_associates": after["neighbour_requests"].get(ASSOCIATE, 0),
+        "api_writes_per_binding": {k: round(v / n, 3) for k, v in sorted(writes.items())},
     }
 
 
@@ -84,6 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bindings", type=int, default=300)
     parser.add_argument("--resync-seconds", type=float, default=60.0)
+    parser.add_argument("--scenarios", default="alone,neighbour", help="comma-separated: alone, neighbour")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ipo-scale-") as temporary:
         workdir = Path(temporary)
@@ -100,14 +107,19 @@ def main() -> int:
             ec2.describe_instances()  # moto loads its catalogues on the first call
             api = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(config_file=endpoints.kubeconfig))
             emulator = ThrottleEmulator(endpoints.ec2_endpoint_url).start()
+            scenarios = {
+                "alone": lambda: scenario("alone", endpoints, emulator, api, ec2, args.bindings, args, workdir, "AKIAALONE", 0.0, []),
+                "neighbour": lambda: scenario("neighbour", endpoints, emulator, api, ec2, args.bindings, args, workdir,
+                                              "AKIANEIGHBOURED", 0.4, ["--ec2-rate-limit", f"{ASSOCIATE}=100:3"]),
+            }
+            results = {"machine": machine()}
             try:
-                alone = scenario("alone", endpoints, emulator, api, ec2, args.bindings, args, workdir, "AKIAALONE", 0.0, [])
-                print(json.dumps({"alone": alone}), flush=True)
-                shared = scenario("neighbour", endpoints, emulator, api, ec2, args.bindings, args, workdir, "AKIANEIGHBOURED", 0.4,
-                                  ["--ec2-rate-limit", f"{ASSOCIATE}=100:3"])
+                for name in args.scenarios.split(","):
+                    results[name] = scenarios[name]()
+                    print(json.dumps({name: results[name]}), flush=True)
             finally:
                 emulator.stop()
-            print(json.dumps({"machine": machine(), "alone": alone, "neighbour_40_percent": shared}, indent=2))
+            print(json.dumps(results, indent=2))
         finally:
             env.stop()
     return 0

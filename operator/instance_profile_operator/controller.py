@@ -36,7 +36,7 @@ from .settings import Settings
 from .status import Report
 from .tenancy import Admission, Tenancy
 from .uninstall import release_on_uninstall
-from .workqueue import Priority, WorkQueue, backoff
+from .workqueue import Priority, WorkQueue, backoff, on_grid
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -66,6 +66,7 @@ class Step:
 
 
 NAMESPACE_WAIT = 5.0  # seconds: a binding whose namespace the watch has not delivered yet
+SETTLE_GRID = 0.5  # seconds: settle checks fall on this grid, so those of a burst share a Describe
 
 
 def denied_report(denied: Denied) -> Report:
@@ -92,6 +93,7 @@ class Controller:
         self._now = now
         self._failures: dict[Key, Failure] = {}
         self._settling: dict[Key, int] = {}
+        self._made: dict[Key, str] = {}  # association IDs made and not yet in status (settling)
         self._crashes: dict[Key, int] = {}
         self._locks: dict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task] = []
@@ -140,7 +142,7 @@ class Controller:
         if target is not None and not contenders:
             self.observer.forget(target)
         self.queue.forget(key)
-        for memory in (self._failures, self._settling, self._crashes, self._locks):
+        for memory in (self._failures, self._settling, self._made, self._crashes, self._locks):
             memory.pop(key, None)
         return contenders
 
@@ -181,8 +183,8 @@ class Controller:
             finally:
                 self.queue.done(key)
                 self.metrics.reconciled(result, self._clock() - started)
-            if delay is not None:
-                self.queue.add(key, delay)
+            if delay is not None:  # a settle check ends a change made: it goes first
+                self.queue.add(key, delay, Priority.FOLLOW_UP if key in self._settling else Priority.USER)
 
     # -- reconcile -----------------------------------------------------------------------
 
@@ -280,15 +282,20 @@ class Controller:
 
     def _settle_delay(self, key: Key) -> float:
         attempt = self._settling[key] = self._settling.get(key, 0) + 1
-        return backoff(attempt - 1, self.settings.settle_base_seconds, self.settings.settle_max_seconds)
+        delay = backoff(attempt - 1, self.settings.settle_base_seconds, self.settings.settle_max_seconds)
+        return on_grid(self._clock(), delay, SETTLE_GRID)
+
+    def _settled(self, key: Key) -> None:
+        self._settling.pop(key, None)
+        self._made.pop(key, None)
 
     def _succeeded(self, binding: Binding, desired: Desired, action: Action, result: Association | None) -> Step:
         key, target = binding.key, desired.target
-        managed = binding.status.get("associationId")
+        managed = binding.status.get("associationId") or self._made.get(key)
         profile = desired.profile.display
         drift = is_drift(action, status.was_ready(binding.status, binding.generation))
         if isinstance(action, InSync):
-            self._settling.pop(key, None)
+            self._settled(key)
             a = action.association
             events = ()
             if is_adoption(action, managed):
@@ -298,6 +305,7 @@ class Controller:
             a = action.association
             reason = Reason.ASSOCIATING if a.state is AssociationState.ASSOCIATING else Reason.DISASSOCIATING
             message = f"EC2 reports association {a.association_id} of {a.profile_arn} as {a.state.value}"
+            self._made.pop(key, None)  # in status from now on
             return Step(Report(reason, message, reconciling=True, association=a), requeue=self._settle_delay(key))
         assert result is not None
         if isinstance(action, Disassociate):
@@ -305,7 +313,7 @@ class Controller:
                 f"instance {target.instance_id} is stopped and EC2 replaces profiles of running instances only: "
                 f"disassociated {action.association.profile_arn} ({action.association.association_id}); associating {profile} next"
             )
-            self._settling.pop(key, None)
+            self._settled(key)
             event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else Reason.DISASSOCIATED, message)
             return Step(Report(Reason.DISASSOCIATING, message, reconciling=True, association=result), (event,), requeue=0.0)
         if isinstance(action, Associate):
@@ -321,11 +329,13 @@ class Controller:
                 done = f"the profile was changed outside Kubernetes; {done}"
         event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else event_reason, done)
         if result.state is AssociationState.ASSOCIATED and desired.profile.matches(result.profile_arn):
-            self._settling.pop(key, None)
+            self._settled(key)
             return Step(Report(Reason.ASSOCIATED, f"{target.instance_id} carries {result.profile_arn}", ready=True, association=result), (event,))
+        # No status yet: the first settle check usually finds the association associated, and
+        # one write then shows the binding Ready; one that finds it still associating says so.
         self._settling[key] = 0
-        report = Report(Reason.ASSOCIATING, f"{done}; waiting for EC2 to report it associated", reconciling=True, association=result)
-        return Step(report, (event,), requeue=self._settle_delay(key))
+        self._made[key] = result.association_id
+        return Step(None, (event,), requeue=self._settle_delay(key))
 
     def _failed(self, binding: Binding, kind: FaultKind, message: str, association: Association | None, observed: bool = True) -> Step:
         policy = POLICIES[kind]

@@ -11,7 +11,10 @@ Every request first waits for a token of its (account, region, action) from the
 ``RateLimiter`` (a paginated describe takes one per page), and reports EC2's refusals back to
 it. Retries are the gateway's, not botocore's (see ``ratelimit`` for why): a throttled request
 tries again once its slowed-down bucket grants another token, a 5xx or timeout after a short
-jittered backoff, up to ``max_attempts`` in all. The pool size caps concurrent calls.
+jittered backoff, up to ``max_attempts`` in all. The pool size caps concurrent calls, and the
+limiter grants a token only while one of the pool's threads is free (its ``slots``), so a
+request is sent the moment it gets its token. Clients are made on the loop's default executor,
+never holding a thread a granted request waits for.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Ec2Gateway:
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="ec2")
         self._max_attempts = max_attempts
         self.limiter = limiter or RateLimiter()
+        self.limiter.slots = max_concurrency
         self._config = botocore.config.Config(
             retries={"mode": "standard", "total_max_attempts": 1},  # the gateway retries, through the limiter
             connect_timeout=5,
@@ -120,7 +124,7 @@ class Ec2Gateway:
         loop = asyncio.get_running_loop()
         action = "".join(word.capitalize() for word in operation.split("_"))
         if (account, region) not in self._clients:  # make the client before the token: a token is sent at once
-            await loop.run_in_executor(self._executor, self._client, account, region)
+            await loop.run_in_executor(None, self._client, account, region)
         attempts = 0
         while True:
             grant = await self.limiter.acquire(account, region, action)
@@ -136,11 +140,14 @@ class Ec2Gateway:
                     self.limiter.throttled(grant)  # the next attempt waits for the slowed-down bucket
                 if fault.kind not in _RETRIED or attempts >= self._max_attempts:
                     raise
-                if fault.kind is FaultKind.UNAVAILABLE:
-                    await asyncio.sleep(backoff(attempts - 1, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS))
+                failed = fault
             else:
                 self._metrics.ec2_request(operation, "ok", time.monotonic() - started)
                 return response
+            finally:
+                self.limiter.release(grant)
+            if failed.kind is FaultKind.UNAVAILABLE:
+                await asyncio.sleep(backoff(attempts - 1, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS))
 
     async def _pages(self, region: str, operation: str, instance_ids: Iterable[str],
                      account: str) -> AsyncIterator[dict[str, Any]]:

@@ -52,10 +52,22 @@ class SayOnce(logging.Filter):
         return not repeated
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Keeps no last-handled state: with no creation, update or resume handlers (the watch feeds
+    the controller, which compares for itself), kopf has no change to detect, and a binding is
+    spared the metadata write that would record it."""
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.enabled = False  # the controller records aggregated Events of its own
     settings.scanning.disabled = False  # watch CRDs: stop serving when ours goes, resume when it is back
     settings.watching.server_timeout = 300

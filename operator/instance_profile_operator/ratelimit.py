@@ -15,7 +15,11 @@ refused.
   bucket's slowdown epoch).
 * ``RateLimiter`` is the async waiting: ``acquire`` parks the caller on a future, one timer per
   key wakes the waiters when a token is due, and waiters are served by priority, then arrival.
-  No thread ever sleeps, and keys never wait for one another.
+  No thread ever sleeps, and keys never wait for one another for tokens. With ``slots`` set (the
+  gateway's threads), a token is granted only while a slot is free, and ``release`` frees it
+  when the request is answered: a granted request is sent at once, never queued behind others
+  while EC2's bucket fills up to its cap and loses the refill ours counted on. Free slots go to
+  the first waiter by priority, then arrival, whatever its key.
 
 Retries: botocore's own retries are switched off and the gateway retries instead, through this
 limiter. botocore's ``adaptive`` mode keeps one send-rate limiter per client, i.e. per region
@@ -41,6 +45,7 @@ from typing import Callable, Iterator, Mapping
 DECREASE = 0.5  # the refill rate is multiplied by this on a refusal
 FLOOR = 0.05  # ... but never drops below this fraction of the configured rate
 RECOVERY_SECONDS = 30.0  # the rate climbs back by configured/RECOVERY_SECONDS per second
+LATENCY = 0.25  # seconds: a request reaches EC2 up to this long after its grant
 
 
 @dataclass(frozen=True)
@@ -110,16 +115,23 @@ class Bucket:
         self.updated = now
 
     def take(self, now: float) -> bool:
+        """Take a token if there is one. A full bucket, like EC2's, refills only once a token is
+        gone; EC2's starts when the request arrives, so ours starts ``LATENCY`` after the grant:
+        otherwise EC2's bucket would lag ours for good by the first request's latency."""
         self.advance(now)
         if self.tokens < 1:
             return False
+        if self.tokens >= self.limit.burst:
+            self.updated = now + LATENCY
         self.tokens -= 1
         return True
 
     def wait(self, now: float) -> float:
         """Seconds until a token is due at the current rate (an upper bound while it climbs)."""
         self.advance(now)
-        return max(0.0, (1 - self.tokens) / self.rate)
+        if self.tokens >= 1:
+            return 0.0
+        return max(0.0, self.updated - now) + (1 - self.tokens) / self.rate
 
     def refund(self) -> None:
         """Give back a token that was granted but never used."""
@@ -156,7 +168,7 @@ class Grant:
     epoch: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Lane:
     bucket: Bucket
     waiters: list[tuple[int, int, asyncio.Future]] = field(default_factory=list)  # heap: priority, arrival
@@ -169,7 +181,10 @@ class RateLimiter:
         self._limits = {action: limit.scaled(share) for action, limit in {**DEFAULT_LIMITS, **limits}.items()}
         self._clock = clock
         self._lanes: dict[Key, _Lane] = {}
+        self._waiting: set[_Lane] = set()  # lanes with waiters
         self._arrivals = itertools.count()
+        self.slots: int | None = None  # grants in use at most (set by the gateway: its threads); None: no cap
+        self.in_use = 0  # granted and not yet released
 
     def limit(self, action: str) -> Limit:
         return self._limits[action]
@@ -184,43 +199,60 @@ class RateLimiter:
         return lane
 
     async def acquire(self, account: str, region: str, action: str, priority: int | None = None) -> Grant:
-        """Wait for a token of ``(account, region, action)``; by default at the caller's
-        ``at_priority``. A caller cancelled while waiting takes no token."""
+        """Wait for a token of ``(account, region, action)`` and a free slot; by default at the
+        caller's ``at_priority``. A caller cancelled while waiting takes neither."""
         key = (account, region, action)
         lane = self._lane(key)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         heapq.heappush(lane.waiters, (_priority.get() if priority is None else priority, next(self._arrivals), future))
-        self._dispatch(lane)
+        self._waiting.add(lane)
+        self._dispatch()
         try:
             epoch = await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():  # granted, but the caller is gone
                 lane.bucket.refund()
-            self._dispatch(lane)
+                self.in_use -= 1
+            self._dispatch()
             raise
         return Grant(key, epoch)
 
+    def release(self, grant: Grant) -> None:
+        """The request made with ``grant`` was answered: its slot is free again."""
+        self.in_use -= 1
+        self._dispatch()
+
     def throttled(self, grant: Grant) -> None:
         """EC2 refused a request made with ``grant``: its bucket is emptier than ours."""
-        lane = self._lane(grant.key)
-        lane.bucket.throttled(self._clock(), grant.epoch)
-        self._dispatch(lane)
+        self._lane(grant.key).bucket.throttled(self._clock(), grant.epoch)
+        self._dispatch()
 
-    def _dispatch(self, lane: _Lane) -> None:
+    def _first(self, now: float) -> _Lane | None:
+        """The lane with a token whose first waiter comes first (priority, then arrival)."""
+        first = None
+        for lane in list(self._waiting):
+            while lane.waiters and lane.waiters[0][2].done():  # cancelled while waiting
+                heapq.heappop(lane.waiters)
+            if not lane.waiters:
+                self._waiting.discard(lane)
+            elif lane.bucket.wait(now) == 0 and (first is None or lane.waiters[0][:2] < first.waiters[0][:2]):
+                first = lane
+        return first
+
+    def _dispatch(self) -> None:
         now = self._clock()
-        while lane.waiters:
-            future = lane.waiters[0][2]
-            if future.done():  # cancelled while waiting
-                heapq.heappop(lane.waiters)
-            elif lane.bucket.take(now):
-                heapq.heappop(lane.waiters)
-                future.set_result(lane.bucket.epoch)
-            else:
+        while self.slots is None or self.in_use < self.slots:
+            lane = self._first(now)
+            if lane is None:
                 break
-        if lane.timer is not None:
-            lane.timer.cancel()
-            lane.timer = None
-        if lane.waiters:
+            future = heapq.heappop(lane.waiters)[2]
+            lane.bucket.take(now)
+            self.in_use += 1
+            future.set_result(lane.bucket.epoch)
+        for lane in self._waiting:  # a timer where a token is due; a free slot dispatches the rest
+            if lane.timer is not None:
+                lane.timer.cancel()
+                lane.timer = None
             delay = lane.bucket.wait(now)
-            lane.timer = asyncio.get_running_loop().call_later(delay, self._dispatch, lane)
-
+            if lane.waiters and delay > 0:
+                lane.timer = asyncio.get_running_loop().call_later(delay, self._dispatch)

@@ -1,7 +1,8 @@
 """A delaying priority work queue with the semantics of client-go's: a key waits in the queue at
 most once (the earliest due time and the highest priority win), is never processed by two
 workers at once, and a key added while it is being processed is processed again afterwards.
-Of the keys that are due, those of a user's change go before periodic re-checks."""
+Of the keys that are due, those of a user's change go before periodic re-checks, and follow-ups
+of a change made go before both."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import enum
 import heapq
 import itertools
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -23,11 +25,19 @@ def backoff(attempt: int, base: float, cap: float, rand: Callable[[], float] = r
     return ceiling * (0.5 + rand() / 2)
 
 
-class Priority(enum.IntEnum):
-    """Lower goes first: work caused by a user's change before periodic re-checks."""
+def on_grid(now: float, delay: float, grid: float) -> float:
+    """``delay`` stretched by less than ``grid`` so that ``now + delay`` is a multiple of ``grid``:
+    keys requeued at about the same time come due together."""
+    return math.ceil((now + delay) / grid) * grid - now
 
-    USER = 0
-    BACKGROUND = 1
+
+class Priority(enum.IntEnum):
+    """Lower goes first: checks that finish a change already made (a few, quick, no mutating call),
+    then work caused by a user's change, then periodic re-checks."""
+
+    FOLLOW_UP = 0
+    USER = 1
+    BACKGROUND = 2
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import boto3
 import pytest
 
@@ -14,6 +17,7 @@ from instance_profile_operator.ratelimit import DECREASE, Limit, RateLimiter
 THROTTLED = AwsFault(FaultKind.THROTTLED, "RequestLimitExceeded", "Request limit exceeded.")
 UNAVAILABLE = AwsFault(FaultKind.UNAVAILABLE, "InternalError", "")
 DENIED = AwsFault(FaultKind.ACCESS_DENIED, "UnauthorizedOperation", "")
+TIMEOUT = 5.0  # real seconds: reached only when a test fails
 ASSOCIATED = {"IamInstanceProfileAssociation": {
     "AssociationId": "iip-assoc-1", "InstanceId": "i-1", "State": "associated",
     "IamInstanceProfile": {"Arn": "arn:aws:iam::123456789012:instance-profile/web", "Id": "AIPA1"},
@@ -23,8 +27,8 @@ ASSOCIATED = {"IamInstanceProfileAssociation": {
 class ScriptedGateway(Ec2Gateway):
     """Answers requests from a script instead of EC2; records what was sent."""
 
-    def __init__(self, answers: list, max_attempts: int = 5, limiter: RateLimiter | None = None):
-        super().__init__(max_concurrency=1, max_attempts=max_attempts,
+    def __init__(self, answers: list, max_attempts: int = 5, limiter: RateLimiter | None = None, max_concurrency: int = 1):
+        super().__init__(max_concurrency=max_concurrency, max_attempts=max_attempts,
                          session=boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"),
                          limiter=limiter or RateLimiter({"AssociateIamInstanceProfile": Limit(100, 1000)}))
         self.answers = list(answers)
@@ -89,4 +93,26 @@ def test_botocore_does_not_retry_on_its_own():
     gateway = Ec2Gateway(session=boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"))
     client = gateway._client("", "us-east-1")
     assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
+    gateway.close()
+
+
+async def test_tokens_are_granted_only_while_a_thread_is_free():
+    release = threading.Event()
+
+    class Blocking(ScriptedGateway):
+        def _invoke(self, account, region, operation, params):
+            release.wait(TIMEOUT)
+            return super()._invoke(account, region, operation, params)
+
+    gateway = Blocking([ASSOCIATED] * 5, max_concurrency=2, limiter=RateLimiter({"AssociateIamInstanceProfile": Limit(100, 0.001)}))
+    bucket = gateway.limiter.bucket(("", "us-east-1", "AssociateIamInstanceProfile"))
+    gateway._client("", "us-east-1")  # made already: the calls go straight for their tokens
+    calls = [asyncio.ensure_future(gateway.associate("us-east-1", f"i-{n}", ProfileRef(name="web"))) for n in range(5)]
+    await asyncio.sleep(0)  # every call reached its token or its wait (a yield, not a timing assumption)
+    assert gateway.limiter.in_use == 2
+    assert bucket.tokens == pytest.approx(98, abs=0.5)  # two tokens out, for the two busy threads
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*calls), TIMEOUT)
+    assert gateway.limiter.in_use == 0 and len(gateway.sent) == 5
+    assert bucket.tokens == pytest.approx(95, abs=0.5)
     gateway.close()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instance_profile_operator.ratelimit import (
-    DECREASE, DEFAULT_LIMITS, FLOOR, RECOVERY_SECONDS, Bucket, Limit, RateLimiter, at_priority, parse_limit,
+    DECREASE, DEFAULT_LIMITS, FLOOR, LATENCY, RECOVERY_SECONDS, Bucket, Limit, RateLimiter, at_priority, parse_limit,
 )
 
 EPS = 1e-9
@@ -97,7 +97,21 @@ def test_full_bucket_grants_its_burst(elapsed, granted):
 def test_empty_bucket_refills_at_its_rate(elapsed, granted):
     bucket = Bucket.full(LIMIT, 0.0)
     takes(bucket, 0.0, 10)
-    assert takes(bucket, elapsed + EPS, 50) == granted
+    assert takes(bucket, LATENCY + elapsed + EPS, 50) == granted
+
+
+def test_a_full_bucket_refills_from_latency_after_its_first_grant_like_ec2s_after_the_arrival():
+    bucket = Bucket.full(LIMIT, 0.0)
+    takes(bucket, 0.0, 10)
+    assert takes(bucket, LATENCY - EPS, 1) == 0
+    assert bucket.wait(LATENCY - EPS) == pytest.approx(EPS + 1 / LIMIT.rate)
+    assert takes(bucket, LATENCY + 1 / LIMIT.rate + EPS, 1) == 1
+
+
+def test_a_bucket_below_its_burst_refills_from_the_grant():
+    bucket = Bucket(LIMIT, 5.0, LIMIT.rate, 0.0)
+    takes(bucket, 0.0, 5)
+    assert takes(bucket, 1 / LIMIT.rate + EPS, 1) == 1
 
 
 @pytest.mark.parametrize(("tokens", "wait"), [(0.0, 0.2), (0.5, 0.1), (1.0, 0.0), (7.0, 0.0)])
@@ -232,6 +246,7 @@ OTHER_ACTION = ("", "us-east-1", "DescribeInstances")
 TIMEOUT = 1.0  # real seconds: reached only when a test fails
 RATE = 100.0  # one token per 10 ms of the fake clock (and of the timer's real delay)
 TICK = 1.01 / RATE  # a little more than one token's worth: float sums of 1/RATE can fall short of 1
+NEXT = LATENCY + TICK  # a one-token bucket is full whenever it has a token: it refills from LATENCY after a grant
 
 
 class FakeClock:
@@ -295,7 +310,7 @@ async def test_waiters_get_tokens_in_arrival_order_as_they_refill(limiter, clock
         await recorder.start(name)
     assert recorder.order == []  # no token yet: everyone waits
     for expected in ("a", "b", "c"):
-        clock.advance(TICK)
+        clock.advance(NEXT)
         assert await recorder.next_grant() == expected
 
 
@@ -305,10 +320,10 @@ async def test_a_users_call_goes_before_queued_background_calls(limiter, clock):
     for n in range(5):
         await recorder.start(f"resync-{n}", priority=1)
     await recorder.start("user", priority=0)
-    clock.advance(TICK)
+    clock.advance(NEXT)
     assert await recorder.next_grant() == "user"  # one token behind, not five
     for n in range(5):
-        clock.advance(TICK)
+        clock.advance(NEXT)
         assert await recorder.next_grant() == f"resync-{n}"
 
 
@@ -318,12 +333,12 @@ async def test_priority_comes_from_the_callers_context(limiter, clock):
     with at_priority(1):
         await recorder.start("resync")  # the task copies the context it was created in
     await recorder.start("user")
-    clock.advance(TICK)
+    clock.advance(NEXT)
     assert await recorder.next_grant() == "user"
 
 
 @pytest.mark.parametrize("other", [OTHER_ACCOUNT, OTHER_REGION, OTHER_ACTION])
-async def test_an_empty_bucket_never_holds_up_another_key(limiter, other):
+async def test_an_empty_bucket_never_holds_up_another_key(limiter, clock, other):
     await limiter.acquire(*KEY)
     recorder = Recorder(limiter)
     await recorder.start("stuck")
@@ -353,7 +368,7 @@ async def test_a_caller_cancelled_while_waiting_takes_no_token(limiter, clock):
     gone = await recorder.start("gone")
     await recorder.start("next")
     gone.cancel()
-    clock.advance(TICK)
+    clock.advance(NEXT)
     assert await recorder.next_grant() == "next"
     assert gone.cancelled() and limiter.bucket(KEY).tokens < 1
 
@@ -362,7 +377,7 @@ async def test_a_token_granted_to_a_caller_cancelled_before_it_resumed_is_passed
     await limiter.acquire(*KEY)
     recorder = Recorder(limiter)
     first = await recorder.start("first", priority=0)
-    clock.advance(TICK)
+    clock.advance(NEXT)
     second = asyncio.ensure_future(limiter.acquire(*KEY, priority=1))
     await asyncio.sleep(0)  # second's arrival grants first its token; first has not resumed yet
     first.cancel()
@@ -376,3 +391,23 @@ async def test_refusals_slow_down_only_their_own_bucket(limiter):
     limiter.throttled(grant)
     assert limiter.bucket(KEY).rate == pytest.approx(RATE * DECREASE)
     assert limiter.bucket(OTHER_ACTION).rate == RATE
+
+
+async def test_no_token_is_granted_without_a_free_slot(limiter):
+    limiter.slots = 1
+    first = await asyncio.wait_for(limiter.acquire(*KEY), TIMEOUT)
+    recorder = Recorder(limiter)
+    await recorder.start("other", key=OTHER_ACTION)
+    assert recorder.order == [] and limiter.bucket(OTHER_ACTION).tokens == 1  # a token is there, a slot is not
+    limiter.release(first)
+    assert await recorder.next_grant() == "other" and limiter.in_use == 1
+
+
+async def test_a_free_slot_goes_to_a_users_call_before_earlier_background_calls_of_any_key(limiter):
+    limiter.slots = 1
+    first = await asyncio.wait_for(limiter.acquire(*KEY), TIMEOUT)
+    recorder = Recorder(limiter)
+    await recorder.start("resync", key=OTHER_ACTION, priority=1)
+    await recorder.start("user", key=OTHER_REGION, priority=0)
+    limiter.release(first)
+    assert await recorder.next_grant() == "user"

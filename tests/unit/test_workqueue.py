@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.workqueue import Priority, WorkQueue, backoff
+from instance_profile_operator.workqueue import Priority, WorkQueue, backoff, on_grid
 
 # --------------------------------------------------------------------------------------------
 # backoff()
@@ -323,3 +323,15 @@ def test_every_queued_user_key_is_delivered_before_any_background_key(adds):
         promoted = [key for key in keys if adds[first_add[key]][1] != priority]
         unpromoted = [key for key in keys if key not in promoted]
         assert unpromoted == sorted(unpromoted, key=first_add.get)
+
+
+@given(now=st.floats(0, 1e6), delay=st.floats(0, 300), grid=st.sampled_from([0.1, 0.5, 1.0]))
+def test_on_grid_stretches_a_delay_by_less_than_the_grid_to_a_multiple_of_it(now, delay, grid):
+    stretched = on_grid(now, delay, grid)
+    assert delay - 1e-6 <= stretched < delay + grid + 1e-6
+    due = (now + stretched) / grid
+    assert abs(due - round(due)) < 1e-6
+
+
+def test_keys_requeued_within_one_grid_step_come_due_together():
+    assert {round(now + on_grid(now, 1.0, 0.5), 9) for now in (10.01, 10.2, 10.49)} == {11.5}

@@ -1,0 +1,247 @@
+"""Fleet benchmark: an operator with N bindings (default 10,000), all Ready, behind the EC2
+throttling emulator (bench/ec2_throttle.py). One run of each scenario:
+
+* RSS with no binding, and with N bindings adopted (associations made beforehand, straight in
+  moto): the cost per binding;
+* steady state: Describe calls per resync, per account and region;
+* a user's new binding applied while a resync re-checks the N others, against the same on an
+  idle operator (apply → Ready);
+* restart with nothing changed: time until every binding has been reconciled again, mutating
+  EC2 calls, status writes (operator counters and the API server's audit log);
+* restart with 10 associations removed while the operator was down: time until all are back.
+
+    python bench/fleet.py [--bindings 10000] [--resync-seconds 60]
+
+With ``--profile``, the operator runs under tracemalloc (bench/memprofile.py) and the largest
+allocation sites at N bindings are printed, instead of the timings (it slows the operator down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import kubernetes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.converge import audit_writes, body, ec2_requests, machine, metrics, ready  # noqa: E402
+from bench.ec2_throttle import ThrottleEmulator  # noqa: E402
+from instance_profile_operator.api import GROUP, PLURAL, VERSION  # noqa: E402
+from instance_profile_operator.devenv.cluster import DevEnv, _die_with_parent, free_port, wait_until  # noqa: E402
+
+NAMESPACE = "fleet"
+ACCESS_KEY = "AKIAFLEET"
+MUTATIONS = ("associate_iam_instance_profile", "replace_iam_instance_profile_association", "disassociate_iam_instance_profile")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def total(samples, name: str) -> float:
+    return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
+
+
+class Operator:
+    """The operator as a subprocess, against the emulator, watching one namespace."""
+
+    def __init__(self, endpoints, emulator: ThrottleEmulator, args, workdir: Path):
+        self.endpoints, self.emulator, self.args, self.workdir = endpoints, emulator, args, workdir
+        self.logs = Path(args.logs) if args.logs else workdir
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.runs = 0
+
+    def start(self) -> float:
+        """Start it; return seconds until /metrics answers."""
+        self.port, self.runs = free_port(), self.runs + 1
+        env = {**os.environ, **self.endpoints.aws_variables(), "AWS_ENDPOINT_URL": self.emulator.url,
+               "AWS_ACCESS_KEY_ID": ACCESS_KEY, "KUBECONFIG": self.endpoints.kubeconfig}
+        command = [sys.executable, "-m", "instance_profile_operator.cli"]
+        if self.args.profile:
+            command = [sys.executable, str(REPO / "bench" / "memprofile.py"), str(self.workdir / "tracemalloc.txt")]
+        started = time.monotonic()
+        with open(self.logs / f"operator-{self.runs}.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [*command, "run", "--namespace", NAMESPACE, "--policy-enforcement", "Disabled",
+                 "--resync-seconds", str(self.args.resync_seconds), "--metrics-address", f"127.0.0.1:{self.port}"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        wait_until(lambda: metrics(self.port) is not None, 300, "the operator", {"operator": self.process})
+        return time.monotonic() - started
+
+    def metrics(self):
+        return metrics(self.port)
+
+    def rss(self) -> float:
+        assert self.process is not None
+        return rss_mib(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(60)
+            self.process = None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bindings", type=int, default=10000)
+    parser.add_argument("--resync-seconds", type=float, default=60.0)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--logs", help="directory for the operator's logs (default: a temporary one)")
+    args = parser.parse_args()
+    n = args.bindings
+    results: dict = {"machine": machine(), "bindings": n, "resync_seconds": args.resync_seconds}
+
+    def report(key: str, value) -> None:
+        results[key] = value
+        print(json.dumps({key: value}), flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="ipo-fleet-") as temporary:
+        workdir = Path(temporary)
+        env = DevEnv(workdir / "devenv")
+        endpoints = env.start()
+        emulator = operator = None
+        try:
+            kubectl = [f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}"]
+            subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
+            subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/instanceprofilebindings.ec2.instanceprofiles.dev"],
+                           check=True, capture_output=True)
+            session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=endpoints.region)
+            session.client("iam", endpoint_url=endpoints.ec2_endpoint_url).create_instance_profile(InstanceProfileName="web-server")
+            ec2 = session.client("ec2", endpoint_url=endpoints.ec2_endpoint_url)
+            client = kubernetes.config.new_client_from_config(config_file=endpoints.kubeconfig)
+            client.configuration.connection_pool_maxsize = 16
+            api = kubernetes.client.CustomObjectsApi(client)
+            kubernetes.client.CoreV1Api(client).create_namespace({"metadata": {"name": NAMESPACE}})
+            audit = Path(endpoints.audit_log)
+
+            started = time.monotonic()
+            instances: list[str] = []
+            for offset in range(0, n + 2, 500):
+                count = min(500, n + 2 - offset)
+                instances += [i["InstanceId"] for i in ec2.run_instances(ImageId="ami-0abcdef1234567890", MinCount=count, MaxCount=count)["Instances"]]
+            with ThreadPoolExecutor(8) as pool:  # the fleet's associations exist before its bindings: adoption
+                list(pool.map(lambda i: ec2.associate_iam_instance_profile(InstanceId=i, IamInstanceProfile={"Name": "web-server"}),
+                              instances[:n]))
+            report("setup_ec2_s", round(time.monotonic() - started, 1))
+
+            emulator = ThrottleEmulator(endpoints.ec2_endpoint_url).start()
+            operator = Operator(endpoints, emulator, args, workdir)
+            operator.start()
+            time.sleep(5)  # idle: let start-up allocations settle
+            report("rss_idle_mib", round(operator.rss(), 1))
+
+            # -- N bindings adopting their associations ---------------------------------------
+            def count_ready() -> int:
+                return sum(ready(i) for i in api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"])
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda k: api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(f"b-{k}", instances[k])),
+                              range(n)))
+            created = time.monotonic() - started
+            wait_until(lambda: count_ready() == n, 3600, "all bindings Ready")
+            report("adopt", {"create_s": round(created, 1), "apply_to_all_ready_s": round(time.monotonic() - started, 1)})
+            if args.profile:
+                time.sleep(10)
+                operator.process.send_signal(signal.SIGUSR1)
+                wait_until(lambda: (workdir / "tracemalloc.txt").exists(), 120, "the tracemalloc snapshot")
+                time.sleep(2)
+                print((workdir / "tracemalloc.txt").read_text())
+                report("rss_at_n_mib_under_tracemalloc", round(operator.rss(), 1))
+                return 0
+
+            # -- steady state: one resync -----------------------------------------------------
+            first = operator.metrics()
+            wait_until(lambda: operator.metrics()["ipo_resyncs_total"] >= first["ipo_resyncs_total"] + 1, args.resync_seconds * 3, "a resync")
+            wait_until(lambda: operator.metrics()["workqueue_depth{name=\"instanceprofilebinding\"}"] == 0, 600, "the resync's reconciles")
+            second = operator.metrics()
+            wait_until(lambda: operator.metrics()["ipo_resyncs_total"] >= second["ipo_resyncs_total"] + 1, args.resync_seconds * 3, "a resync")
+            third = operator.metrics()
+            calls = ec2_requests(third) - ec2_requests(second)
+            report("steady_resync_ec2_calls", dict(calls))
+            report("rss_at_n_mib", round(operator.rss(), 1))
+            report("rss_per_binding_kib", round((results["rss_at_n_mib"] - results["rss_idle_mib"]) * 1024 / n, 2))
+
+            # -- a user's binding: idle, then during a resync -------------------------------
+            def apply_to_ready(name: str, instance_id: str) -> float:
+                began = time.monotonic()
+                api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(name, instance_id))
+                wait_until(lambda: ready(api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)), 600, f"{name} Ready")
+                return time.monotonic() - began
+
+            wait_until(lambda: operator.metrics()["workqueue_depth{name=\"instanceprofilebinding\"}"] == 0, 600, "an idle queue")
+            idle = apply_to_ready("user-idle", instances[n])
+            resyncs = operator.metrics()["ipo_resyncs_total"]
+            wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, args.resync_seconds * 3, "the next resync")
+            depth = operator.metrics()["workqueue_depth{name=\"instanceprofilebinding\"}"]
+            busy = apply_to_ready("user-during-resync", instances[n + 1])
+            report("user_binding", {"idle_apply_to_ready_s": round(idle, 2), "during_resync_apply_to_ready_s": round(busy, 2),
+                                    "queue_depth_when_applied": depth, "ratio": round(busy / idle, 2)})
+
+            # -- restart, nothing changed ---------------------------------------------------
+            live = n + 2
+            operator.stop()
+            time.sleep(1.5)
+            _, mark = audit_writes(audit, 0)
+            began = time.monotonic()
+            operator.start()
+
+            def reobserved() -> bool:
+                m = operator.metrics()
+                return total(m, "controller_runtime_reconcile_total") >= live and m["workqueue_depth{name=\"instanceprofilebinding\"}"] == 0
+
+            wait_until(reobserved, 600, "every binding reconciled")
+            reobserved_s = time.monotonic() - began
+            m = operator.metrics()
+            time.sleep(2.5)
+            writes, _ = audit_writes(audit, mark)
+            report("restart_unchanged", {
+                "reobserved_s": round(reobserved_s, 1), "ec2_calls": dict(ec2_requests(m)),
+                "mutating_calls": sum(ec2_requests(m)[op] for op in MUTATIONS),
+                "status_patches": m["ipo_status_patches_total"], "api_writes": dict(writes)})
+
+            # -- restart, 10 associations removed while down -------------------------------
+            operator.stop()
+            removed = instances[:n:max(1, n // 10)][:10]
+            found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": removed}])
+            for association in found["IamInstanceProfileAssociations"]:
+                ec2.disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
+            began = time.monotonic()
+            operator.start()
+
+            def repaired() -> bool:
+                found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": removed}])
+                return len({a["InstanceId"] for a in found["IamInstanceProfileAssociations"] if a["State"] == "associated"}) == len(removed)
+
+            wait_until(repaired, 600, "the removed associations repaired")
+            report("restart_10_removed", {"repaired_s": round(time.monotonic() - began, 1),
+                                          "mutating_calls": sum(ec2_requests(operator.metrics())[op] for op in MUTATIONS)})
+            report("emulator_refused", emulator.counts()["refused"])
+        finally:
+            if operator is not None:
+                operator.stop()
+            if emulator is not None:
+                emulator.stop()
+            env.stop()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
