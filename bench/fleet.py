@@ -12,8 +12,9 @@ throttling emulator (bench/ec2_throttle.py). One run of each scenario:
 
     python bench/fleet.py [--bindings 10000] [--resync-seconds 60]
 
-With ``--profile``, the operator runs under tracemalloc (bench/memprofile.py) and the largest
-allocation sites at N bindings are printed, instead of the timings (it slows the operator down).
+With ``--profile``, the operator runs under tracemalloc (bench/memprofile.py) from the idle
+measurement on, and the largest allocation sites at N bindings are printed instead of the
+timings (tracing slows the operator down).
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ class Operator:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(60)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
             self.process = None
 
 
@@ -145,6 +150,8 @@ def main() -> int:
             operator.start()
             time.sleep(5)  # idle: let start-up allocations settle
             report("rss_idle_mib", round(operator.rss(), 1))
+            if args.profile:
+                operator.process.send_signal(signal.SIGUSR1)  # trace from now on
 
             # -- N bindings adopting their associations ---------------------------------------
             def count_ready() -> int:

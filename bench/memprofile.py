@@ -1,4 +1,5 @@
-"""Run the operator under tracemalloc; on SIGUSR1, write the largest allocation sites to a file.
+"""Run the operator; the first SIGUSR1 starts tracemalloc, the next ones write the largest
+allocation sites since then to a file (what is allocated after start-up, and still held).
 
     python bench/memprofile.py OUTPUT run [operator flags...]
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from instance_profile_operator import cli
 
-FRAMES = 12
+FRAMES = 8
 
 
 def dump(output: Path) -> None:
@@ -30,8 +31,7 @@ def dump(output: Path) -> None:
 
 def main() -> int:
     output = Path(sys.argv[1])
-    tracemalloc.start(FRAMES)
-    signal.signal(signal.SIGUSR1, lambda *_: dump(output))
+    signal.signal(signal.SIGUSR1, lambda *_: dump(output) if tracemalloc.is_tracing() else tracemalloc.start(FRAMES))
     return cli.main(sys.argv[2:])
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
@@ -36,7 +35,7 @@ from .settings import Settings
 from .status import Report
 from .tenancy import Admission, Tenancy
 from .uninstall import release_on_uninstall
-from .workqueue import Priority, WorkQueue, backoff, on_grid
+from .workqueue import KeyLocks, Priority, WorkQueue, backoff, on_grid
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -95,7 +94,7 @@ class Controller:
         self._settling: dict[Key, int] = {}
         self._made: dict[Key, str] = {}  # association IDs made and not yet in status (settling)
         self._crashes: dict[Key, int] = {}
-        self._locks: dict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: KeyLocks[Key] = KeyLocks()  # a reconcile and the finalizer never overlap
         self._tasks: list[asyncio.Task] = []
         self.resyncs = 0
 
@@ -142,7 +141,7 @@ class Controller:
         if target is not None and not contenders:
             self.observer.forget(target)
         self.queue.forget(key)
-        for memory in (self._failures, self._settling, self._made, self._crashes, self._locks):
+        for memory in (self._failures, self._settling, self._made, self._crashes):
             memory.pop(key, None)
         return contenders
 
@@ -218,7 +217,7 @@ class Controller:
             await self._publish(binding, desired.target.region, Report(Reason.CONFLICT, message, stalled=True),
                                 (Event(WARNING, Reason.CONFLICT, message),))
             return None
-        async with self._locks[key]:
+        async with self._locks.hold(key):
             step = await self._converge(binding, desired, admission.tags_pending)
         for event in step.events:  # before the status: whoever sees the status finds its Event
             await self.writer.record(binding, event)
@@ -383,7 +382,7 @@ class Controller:
         assert target is not None
         desired = replace(desired, target=target)
         owner = self.registry.owner(target)
-        async with self._locks[binding.key]:
+        async with self._locks.hold(binding.key):
             try:
                 association = await self.observer.association(target, fresh=True)
                 action = decide_deletion(desired, binding.status.get("associationId"), association,

@@ -32,7 +32,7 @@ class AssociationState(str, enum.Enum):
     DISASSOCIATED = "disassociated"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProfileRef:
     """The declared instance profile: exactly one of an ARN or a name."""
 
@@ -57,7 +57,7 @@ class ProfileRef:
         return {"Arn": self.arn} if self.arn else {"Name": self.name}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Account:
     """Where a binding acts: through ``role_arn`` (assumed with STS), or "" for the operator's
     own credentials."""
@@ -78,7 +78,7 @@ class Account:
 OWN_ACCOUNT = Account()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """One EC2 instance, identified across accounts and regions. ``account`` is the role ARN the
     operator acts through ("" for its own credentials): ``Account.key``."""
@@ -95,7 +95,7 @@ class Target:
 Place = tuple[str, str]  # an account (role ARN, "" for the operator's own) and a region
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     """What DescribeInstances tells of one instance: its state and its tags."""
 
@@ -106,14 +106,14 @@ class Instance:
 MISSING_INSTANCE = Instance(InstanceState.NOT_FOUND, {})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Desired:
     target: Target
     profile: ProfileRef
     retain: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Association:
     """An IAM instance profile association as EC2 reports it."""
 
@@ -137,7 +137,7 @@ class Association:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Binding:
     """What the operator keeps of an InstanceProfileBinding between watch events."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from typing import Awaitable, Callable, Generic, TypeVar
 
 from .ec2 import Ec2Gateway
@@ -79,10 +78,10 @@ class Observer:
         self._instances: Batcher[Instance] = Batcher(
             lambda place, ids: gateway.describe_instances(place[1], ids, account=place[0]))
         self._cache: dict[Target, tuple[float, Association | None]] = {}
-        self._epoch: dict[Target, int] = defaultdict(int)
+        self._epoch: dict[Target, int] = {}  # mutations so far, of targets mutated
 
     def _store(self, target: Target, epoch: int, fetched: float, association: Association | None) -> None:
-        if self._epoch[target] == epoch:  # no mutation since the describe began
+        if self._epoch.get(target, 0) == epoch:  # no mutation since the describe began
             self._cache[target] = (fetched, association)
 
     async def association(self, target: Target, fresh: bool = False) -> Association | None:
@@ -90,7 +89,7 @@ class Observer:
         hit = self._cache.get(target)
         if hit is not None and not fresh and self._clock() - hit[0] < self._ttl:
             return hit[1]
-        epoch, fetched = self._epoch[target], self._clock()
+        epoch, fetched = self._epoch.get(target, 0), self._clock()
         association = await self._associations.get(target.place, target.instance_id)
         self._store(target, epoch, fetched, association)
         return association
@@ -101,7 +100,7 @@ class Observer:
 
     def invalidate(self, target: Target) -> None:
         """Called after each mutation of ``target``'s association."""
-        self._epoch[target] += 1
+        self._epoch[target] = self._epoch.get(target, 0) + 1
         self._cache.pop(target, None)
 
     def forget(self, target: Target) -> None:
@@ -114,7 +113,7 @@ class Observer:
         with at_priority(Priority.BACKGROUND):
             for (account, region), instance_ids in instances_by_place.items():
                 targets = [Target(region, instance_id, account) for instance_id in instance_ids]
-                epochs, fetched = [self._epoch[t] for t in targets], self._clock()
+                epochs, fetched = [self._epoch.get(t, 0) for t in targets], self._clock()
                 found = await self._gateway.describe_associations(region, instance_ids, account=account)
                 for target, epoch in zip(targets, epochs):
                     self._store(target, epoch, fetched, found.get(target.instance_id))

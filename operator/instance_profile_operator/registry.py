@@ -21,7 +21,7 @@ class Registry:
         self.default_region = default_region
         self._bindings: dict[Key, Binding] = {}
         self._targets: dict[Key, Target] = {}
-        self._by_target: dict[Target, set[Key]] = defaultdict(set)
+        self._by_target: dict[Target, tuple[Key, ...]] = {}  # a tuple: one key, as a rule
         self._accounts: dict[Key, str] = {}  # decided by policy at the last reconcile
 
     def __len__(self) -> int:
@@ -58,14 +58,22 @@ class Registry:
 
     def _index(self, binding: Binding) -> None:
         target = self.target(binding)
-        old_target = self._targets.pop(binding.key, None)
-        if old_target is not None:
-            self._by_target[old_target].discard(binding.key)
-            if not self._by_target[old_target]:
-                del self._by_target[old_target]
+        self._unindex(binding.key)
         if target is not None:
             self._targets[binding.key] = target
-            self._by_target[target].add(binding.key)
+            self._by_target[target] = (*self._by_target.get(target, ()), binding.key)
+
+    def _unindex(self, key: Key) -> tuple[Key, ...]:
+        """Drop ``key`` from the index; return the other keys of its target."""
+        target = self._targets.pop(key, None)
+        if target is None:
+            return ()
+        others = tuple(k for k in self._by_target[target] if k != key)
+        if others:
+            self._by_target[target] = others
+        else:
+            del self._by_target[target]
+        return others
 
     def remember_status(self, key: Key, status: dict) -> None:
         """Our own write, known before its watch event arrives."""
@@ -78,14 +86,7 @@ class Registry:
         """Forget a deleted binding; return the bindings that named the same instance."""
         self._bindings.pop(key, None)
         self._accounts.pop(key, None)
-        target = self._targets.pop(key, None)
-        if target is None:
-            return []
-        contenders = self._by_target[target]
-        contenders.discard(key)
-        if not contenders:
-            del self._by_target[target]
-        return sorted(contenders)
+        return sorted(self._unindex(key))
 
     def owner(self, target: Target) -> Binding | None:
         keys = self._by_target.get(target)

@@ -13,8 +13,9 @@ import itertools
 import math
 import random
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import AsyncIterator, Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -137,3 +138,29 @@ class WorkQueue(Generic[K]):
         """Drop a key that no longer exists (a pending retry of it is pointless)."""
         self._entries.pop(key, None)
         self._again.pop(key, None)
+
+
+class KeyLocks(Generic[K]):
+    """One asyncio.Lock per key, kept only while the key is held or waited for: a lock for each
+    of 10,000 keys that are almost never contended would be memory for nothing."""
+
+    def __init__(self) -> None:
+        self._locks: dict[K, tuple[asyncio.Lock, list[int]]] = {}  # lock, [holders and waiters]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, key: K) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]

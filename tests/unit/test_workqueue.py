@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.workqueue import Priority, WorkQueue, backoff, on_grid
+from instance_profile_operator.workqueue import KeyLocks, Priority, WorkQueue, backoff, on_grid
 
 # --------------------------------------------------------------------------------------------
 # backoff()
@@ -335,3 +335,33 @@ def test_on_grid_stretches_a_delay_by_less_than_the_grid_to_a_multiple_of_it(now
 
 def test_keys_requeued_within_one_grid_step_come_due_together():
     assert {round(now + on_grid(now, 1.0, 0.5), 9) for now in (10.01, 10.2, 10.49)} == {11.5}
+
+
+async def test_key_locks_exclude_per_key_and_are_dropped_once_released():
+    locks: KeyLocks[str] = KeyLocks()
+    inside: list[str] = []
+    entered = asyncio.Event()
+
+    async def hold(key: str, name: str, release: asyncio.Event) -> None:
+        async with locks.hold(key):
+            inside.append(name)
+            entered.set()
+            await release.wait()
+            inside.remove(name)
+
+    release_a, release_b = asyncio.Event(), asyncio.Event()
+    a = asyncio.ensure_future(hold("k", "a", release_a))
+    await entered.wait()
+    b = asyncio.ensure_future(hold("k", "b", release_b))
+    other = asyncio.ensure_future(hold("other", "c", asyncio.Event()))
+    await asyncio.sleep(0)
+    assert inside == ["a", "c"] and len(locks) == 2  # b waits for a; another key does not
+    release_a.set()
+    await a
+    await asyncio.sleep(0)
+    assert inside == ["c", "b"]
+    release_b.set()
+    await b
+    other.cancel()
+    await asyncio.gather(other, return_exceptions=True)
+    assert len(locks) == 0
