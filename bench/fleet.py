@@ -107,6 +107,7 @@ def main() -> int:
     parser.add_argument("--bindings", type=int, default=10000)
     parser.add_argument("--resync-seconds", type=float, default=60.0)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rss-only", action="store_true", help="stop after the steady-state resync and RSS")
     parser.add_argument("--logs", help="directory for the operator's logs (default: a temporary one)")
     args = parser.parse_args()
     n = args.bindings
@@ -184,6 +185,8 @@ def main() -> int:
             report("steady_resync_ec2_calls", dict(calls))
             report("rss_at_n_mib", round(operator.rss(), 1))
             report("rss_per_binding_kib", round((results["rss_at_n_mib"] - results["rss_idle_mib"]) * 1024 / n, 2))
+            if args.rss_only:
+                return 0
 
             # -- a user's binding: idle, then during a resync -------------------------------
             def apply_to_ready(name: str, instance_id: str) -> float:

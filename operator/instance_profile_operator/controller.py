@@ -66,6 +66,7 @@ class Step:
 
 NAMESPACE_WAIT = 5.0  # seconds: a binding whose namespace the watch has not delivered yet
 SETTLE_GRID = 0.5  # seconds: settle checks fall on this grid, so those of a burst share a Describe
+LISTING_WINDOW = 0.5  # seconds: bindings listed within it are described together before they are reconciled
 
 
 def denied_report(denied: Denied) -> Report:
@@ -87,7 +88,7 @@ class Controller:
         self.registry = Registry(settings.region)
         self.metrics = metrics or Metrics()
         self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue)
-        self.observer = Observer(gateway, clock=clock)
+        self.observer = Observer(gateway, ttl=settings.resync_seconds, clock=clock)
         self._clock = clock
         self._now = now
         self._failures: dict[Key, Failure] = {}
@@ -96,6 +97,8 @@ class Controller:
         self._crashes: dict[Key, int] = {}
         self._locks: KeyLocks[Key] = KeyLocks()  # a reconcile and the finalizer never overlap
         self._tasks: list[asyncio.Task] = []
+        self._listed: list[Key] = []  # listed at start-up, waiting to be described together
+        self._listing: asyncio.Task | None = None
         self.resyncs = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -105,7 +108,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(self._resync_forever(), name="resync"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *([self._listing] if self._listing else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.gateway.close()
@@ -120,7 +123,26 @@ class Controller:
             for key in self._forget(binding.key):
                 self.queue.add(key, priority=Priority.USER)  # the next in line takes the instance over
         elif self.registry.upsert(binding):
-            self.queue.add(binding.key, priority=Priority.USER)
+            if event_type is None:  # listed (start-up): described in bulk first, not 16 at a time by the workers
+                self._listed.append(binding.key)
+                if self._listing is None:
+                    self._listing = asyncio.create_task(self._observe_listed())
+            else:
+                self.queue.add(binding.key, priority=Priority.USER)
+
+    async def _observe_listed(self) -> None:
+        """Describe the instances of the bindings listed within ``LISTING_WINDOW``, 200 per call,
+        then queue them: their reconciles find the association observed."""
+        while self._listed:
+            await asyncio.sleep(LISTING_WINDOW)
+            keys, self._listed = self._listed, []
+            try:
+                await self.observer.refresh(self.registry.instances_by_place(keys))
+            except AwsFault as fault:
+                log.warning("could not describe the listed bindings' instances; each reconcile will: %s", fault)
+            for key in keys:
+                self.queue.add(key, priority=Priority.USER)
+        self._listing = None
 
     def requeue_namespaces(self, namespaces: set[str]) -> None:
         """Re-evaluate the bindings of ``namespaces`` (a policy or a namespace's labels changed)."""

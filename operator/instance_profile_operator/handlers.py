@@ -71,6 +71,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = False  # the controller records aggregated Events of its own
     settings.scanning.disabled = False  # watch CRDs: stop serving when ours goes, resume when it is back
     settings.watching.server_timeout = 300
+    settings.queueing.idle_timeout = 1.0  # kopf's worker per object, and the event it holds, go after 1 s idle, not 5
     settings.watching.client_timeout = 330
 
 

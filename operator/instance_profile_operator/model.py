@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
@@ -137,6 +138,18 @@ class Association:
         )
 
 
+def interned(value: Any) -> Any:
+    """A copy of a JSON value whose strings are interned: thousands of bindings share one copy of
+    each key, reason, region, ARN and timestamp instead of each holding its own."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, Mapping):
+        return {sys.intern(k): interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interned(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Binding:
     """What the operator keeps of an InstanceProfileBinding between watch events."""
@@ -168,15 +181,15 @@ class Binding:
     def from_body(cls, body: Mapping[str, Any]) -> "Binding":
         meta = body.get("metadata", {})
         return cls(
-            namespace=meta.get("namespace", ""),
+            namespace=sys.intern(meta.get("namespace", "")),
             name=meta.get("name", ""),
             uid=meta.get("uid", ""),
             generation=int(meta.get("generation", 0)),
             created=meta.get("creationTimestamp", ""),
             deleting=bool(meta.get("deletionTimestamp")),
             finalized=FINALIZER in (meta.get("finalizers") or []),
-            spec=dict(body.get("spec") or {}),
-            status=dict(body.get("status") or {}),
+            spec=interned(body.get("spec") or {}),
+            status=interned(body.get("status") or {}),
         )
 
     def desired(self, default_region: str) -> Desired:

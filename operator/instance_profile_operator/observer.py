@@ -3,9 +3,10 @@
 * ``Batcher`` merges the lookups that workers make at about the same time into one call per
   account and region (up to 200 instances per call, paginated), so 100 bindings applied at once cost a
   handful of Describe calls, not 100.
-* ``Observer`` keeps each instance's association for a few seconds, so that a resync, which
-  describes every bound instance in one batched pass, feeds the reconciles that follow it.
-  Our own mutations drop the entry, so a follow-up always looks at EC2 again.
+* ``Observer`` keeps what a refresh (a resync, or the bindings listed at start-up) found of each
+  instance until the reconcile that follows it uses it, once: describing every bound instance in
+  one batched pass feeds all the reconciles, however long 10,000 of them take. Our own
+  mutations drop the entry, so a follow-up always looks at EC2 again.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Batcher(Generic[V]):
 
 
 class Observer:
-    def __init__(self, gateway: Ec2Gateway, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, gateway: Ec2Gateway, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self._gateway = gateway
         self._ttl = ttl
         self._clock = clock
@@ -77,22 +78,16 @@ class Observer:
             lambda place, ids: gateway.describe_associations(place[1], ids, account=place[0]))
         self._instances: Batcher[Instance] = Batcher(
             lambda place, ids: gateway.describe_instances(place[1], ids, account=place[0]))
-        self._cache: dict[Target, tuple[float, Association | None]] = {}
-        self._epoch: dict[Target, int] = {}  # mutations so far, of targets mutated
-
-    def _store(self, target: Target, epoch: int, fetched: float, association: Association | None) -> None:
-        if self._epoch.get(target, 0) == epoch:  # no mutation since the describe began
-            self._cache[target] = (fetched, association)
+        self._cache: dict[Target, tuple[float, Association | None]] = {}  # from refreshes, until used
+        self._mutated: list[set[Target]] = []  # per refresh in flight: targets mutated meanwhile
 
     async def association(self, target: Target, fresh: bool = False) -> Association | None:
-        """The instance's current association, from a recent describe unless ``fresh``."""
-        hit = self._cache.get(target)
+        """The instance's current association: what the last refresh found, used once and
+        within ``ttl``, unless ``fresh``; else a (batched) describe."""
+        hit = self._cache.pop(target, None)
         if hit is not None and not fresh and self._clock() - hit[0] < self._ttl:
             return hit[1]
-        epoch, fetched = self._epoch.get(target, 0), self._clock()
-        association = await self._associations.get(target.place, target.instance_id)
-        self._store(target, epoch, fetched, association)
-        return association
+        return await self._associations.get(target.place, target.instance_id)
 
     async def instance(self, target: Target) -> Instance:
         """The instance's state and tags (asked only when a decision needs them)."""
@@ -100,20 +95,29 @@ class Observer:
 
     def invalidate(self, target: Target) -> None:
         """Called after each mutation of ``target``'s association."""
-        self._epoch[target] = self._epoch.get(target, 0) + 1
         self._cache.pop(target, None)
+        for mutated in self._mutated:
+            mutated.add(target)
 
     def forget(self, target: Target) -> None:
         self._cache.pop(target, None)
-        self._epoch.pop(target, None)
 
     async def refresh(self, instances_by_place: dict[Place, list[str]]) -> None:
         """Describe every listed instance: one call per account, region and 200 instances, whose
-        tokens wait behind those of a user's change."""
-        with at_priority(Priority.BACKGROUND):
-            for (account, region), instance_ids in instances_by_place.items():
-                targets = [Target(region, instance_id, account) for instance_id in instance_ids]
-                epochs, fetched = [self._epoch.get(t, 0) for t in targets], self._clock()
-                found = await self._gateway.describe_associations(region, instance_ids, account=account)
-                for target, epoch in zip(targets, epochs):
-                    self._store(target, epoch, fetched, found.get(target.instance_id))
+        tokens wait behind those of a user's change. What a describe finds is kept for one use
+        (the reconcile that follows), unless the instance was mutated while it was in flight."""
+        now = self._clock()
+        self._cache = {t: hit for t, hit in self._cache.items() if now - hit[0] < self._ttl}
+        mutated: set[Target] = set()
+        self._mutated.append(mutated)
+        try:
+            with at_priority(Priority.BACKGROUND):
+                for (account, region), instance_ids in instances_by_place.items():
+                    fetched = self._clock()
+                    found = await self._gateway.describe_associations(region, instance_ids, account=account)
+                    for instance_id in instance_ids:
+                        target = Target(region, instance_id, account)
+                        if target not in mutated:
+                            self._cache[target] = (fetched, found.get(instance_id))
+        finally:
+            self._mutated.remove(mutated)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from typing import Iterable
 
-from .model import Binding, InvalidSpec, Place, Target
+from .model import Binding, InvalidSpec, Place, Target, interned
 
 Key = tuple[str, str]
 
@@ -79,7 +80,7 @@ class Registry:
         """Our own write, known before its watch event arrives."""
         binding = self._bindings.get(key)
         if binding is not None:
-            merged = {k: v for k, v in {**binding.status, **status}.items() if v is not None}
+            merged = interned({k: v for k, v in {**binding.status, **status}.items() if v is not None})
             self._bindings[key] = dataclasses.replace(binding, status=merged)
 
     def remove(self, key: Key) -> list[Key]:
@@ -97,10 +98,12 @@ class Registry:
     def keys(self) -> list[Key]:
         return list(self._bindings)
 
-    def instances_by_place(self) -> dict[Place, list[str]]:
-        """Every instance a live binding names, grouped by account and region: what a resync describes."""
-        places: dict[Place, list[str]] = defaultdict(list)
-        for target, keys in self._by_target.items():
-            if any(not self._bindings[k].deleting for k in keys):
-                places[target.place].append(target.instance_id)
-        return dict(places)
+    def instances_by_place(self, keys: Iterable[Key] | None = None) -> dict[Place, list[str]]:
+        """Every instance a live binding (of ``keys``, or all) names, grouped by account and region:
+        what a resync describes."""
+        places: dict[Place, set[str]] = defaultdict(set)
+        for key in self._bindings if keys is None else keys:
+            binding, target = self._bindings.get(key), self._targets.get(key)
+            if binding is not None and target is not None and not binding.deleting:
+                places[target.place].add(target.instance_id)
+        return {place: sorted(ids) for place, ids in places.items()}

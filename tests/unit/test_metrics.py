@@ -159,10 +159,10 @@ def test_scrape_reads_the_attached_controller():
     gateway = Ec2Gateway(session=boto3.Session(region_name="us-east-1"), metrics=metrics)  # makes no call here
     controller = Controller(Settings(region="us-east-1", workers=4), gateway, writer, Tenancy(enforcing=False), metrics=metrics)
     metrics.attach(controller)
-    controller.on_event(None, binding("a", {"conditions": [condition("Ready", "True", "Associated")]}))
-    controller.on_event(None, binding("b", {"conditions": [condition("Ready", "False", "PolicyDenied"),
+    controller.on_event("ADDED", binding("a", {"conditions": [condition("Ready", "True", "Associated")]}))
+    controller.on_event("ADDED", binding("b", {"conditions": [condition("Ready", "False", "PolicyDenied"),
                                                            condition("Stalled", "True", "PolicyDenied")]}))
-    controller.on_event(None, binding("c", {}))
+    controller.on_event("ADDED", binding("c", {}))
     assert value(metrics, "ipo_bindings", reason="Associated", stalled="false") == 1
     assert value(metrics, "ipo_bindings", reason="PolicyDenied", stalled="true") == 1
     assert value(metrics, "ipo_bindings", reason="Unknown", stalled="false") == 1

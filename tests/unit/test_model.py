@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import json
 import pytest
 
 from instance_profile_operator.api import FINALIZER
@@ -239,3 +240,16 @@ def test_binding_desired_rejects_non_mapping_profile(profile):
 def test_profile_ref_rejects_empty_strings(fields):
     with pytest.raises(InvalidSpec):
         ProfileRef(**fields)
+
+
+def test_bindings_share_their_equal_strings():
+    def body(name: str) -> dict:  # as json.loads makes them: every string a new object
+        return json.loads(json.dumps({"metadata": {"namespace": "team", "name": name}, "spec": {"region": "eu-west-1"},
+                                      "status": {"conditions": [{"type": "Ready", "reason": "Associated"}]}}))
+
+    a, b = Binding.from_body(body("a")), Binding.from_body(body("b"))
+    assert a.status == b.status and a.spec == b.spec
+    assert a.namespace is b.namespace and a.spec["region"] is b.spec["region"]
+    [ready_a], [ready_b] = a.status["conditions"], b.status["conditions"]
+    assert [(k, v) for k, v in ready_a.items()] == [(k, v) for k, v in ready_b.items()]
+    assert all(x is y for x, y in zip([*ready_a, *ready_a.values()], [*ready_b, *ready_b.values()]))
