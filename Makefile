@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup controlplane test unit demo up down bench bench-scale image clean
+.PHONY: setup controlplane test unit demo up down bench bench-scale bench-fleet image clean
 
 setup: $(STAMP) controlplane
 
@@ -39,6 +39,9 @@ bench: setup
 
 bench-scale: setup
 	$(BIN)/python bench/scale.py
+
+bench-fleet: setup
+	$(BIN)/python bench/fleet.py
 
 image: $(STAMP)
 	$(BIN)/python -m instance_profile_operator.devenv.image build

@@ -94,6 +94,8 @@ class Accounts:
         )
         core = botocore.session.Session()
         core.register_component("credential_provider", botocore.credentials.CredentialResolver([_FixedProvider(credentials)]))
+        # One loader for all accounts: each would otherwise parse EC2's API model again (about 20 MiB).
+        core.register_component("data_loader", self._base._session.get_component("data_loader"))
         return boto3.Session(botocore_session=core, region_name=self._region)
 
     def _sts_client(self) -> Any:

@@ -312,7 +312,7 @@ class Controller:
 
     def _succeeded(self, binding: Binding, desired: Desired, action: Action, result: Association | None) -> Step:
         key, target = binding.key, desired.target
-        managed = binding.status.get("associationId") or self._made.get(key)
+        managed = self._made.get(key) or binding.status.get("associationId")  # the latest we made wins
         profile = desired.profile.display
         drift = is_drift(action, status.was_ready(binding.status, binding.generation))
         if isinstance(action, InSync):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+import boto3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.accounts import assume_fault, session_name
+from instance_profile_operator.accounts import Accounts, assume_fault, session_name
 from instance_profile_operator.faults import FaultKind
+from instance_profile_operator.model import Account
 
 ROLE = "arn:aws:iam::222233334444:role/instance-profile-operator"
 
@@ -43,3 +45,10 @@ def test_assume_fault(code, status, kind):
     fault = assume_fault(ROLE, code, "User: x is not authorized to perform: sts:AssumeRole", status)
     assert fault.kind is kind and fault.code == code
     assert str(fault) == f"{code}: cannot assume role {ROLE}: User: x is not authorized to perform: sts:AssumeRole"
+
+
+def test_accounts_share_one_api_model_loader():
+    accounts = Accounts(base=boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"))
+    loaders = {id(accounts.session(Account(arn))._session.get_component("data_loader"))
+               for arn in ("", "arn:aws:iam::111111111111:role/a", "arn:aws:iam::222222222222:role/b")}
+    assert len(loaders) == 1

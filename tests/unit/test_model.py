@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
-import json
 import pytest
 
 from instance_profile_operator.api import FINALIZER
