@@ -207,6 +207,15 @@ class Controller:
         self.registry.place(key, desired.target.account)
         owner = self.registry.owner(desired.target)
         if owner is not None and owner.key != key:
+            if admission.tags_pending:  # a policy's denial says more, and nothing of other tenants
+                try:
+                    denial = await self._tags_denial(binding, desired)
+                except AwsFault:
+                    denial = None
+                if denial is not None:
+                    await self._publish(binding, desired.target.region, denied_report(denial),
+                                        (Event(WARNING, Reason.POLICY_DENIED, denial.message),))
+                    return None
             # Another tenant's objects are none of this one's business: name only a neighbour.
             other = f"InstanceProfileBinding {owner.name}" if owner.namespace == binding.namespace else "a binding in another namespace"
             message = (
@@ -238,6 +247,12 @@ class Controller:
             return Denied(Rule.INSTANCE_TAGS, f"cannot read the instance's tags to check the policy: {fault}")
         return self.tenancy.admit(binding, desired, tags)
 
+    async def _tags_denial(self, binding: Binding, desired: Desired) -> Denied | None:
+        """Whether the instance's tags make the policy deny the binding (one batched Describe)."""
+        tags = {desired.target.account: (await self.observer.instance(desired.target)).tags}
+        verdict = self.tenancy.admit(binding, desired, tags)
+        return verdict if isinstance(verdict, Denied) else None
+
     async def _converge(self, binding: Binding, desired: Desired, tags_pending: bool) -> Step:
         target = desired.target
         association: Association | None = None
@@ -249,10 +264,9 @@ class Controller:
             if isinstance(action, LookUpInstance):
                 action = decide(desired, association, (await self.observer.instance(target)).state)
             if tags_pending and isinstance(action, (Associate, Replace, Disassociate)):
-                tags = {target.account: (await self.observer.instance(target)).tags}
-                verdict = self.tenancy.admit(binding, desired, tags)
-                if isinstance(verdict, Denied):  # checked before any change, never at steady state
-                    return Step(denied_report(verdict), (Event(WARNING, Reason.POLICY_DENIED, verdict.message),))
+                denial = await self._tags_denial(binding, desired)  # before any change, never at steady state
+                if denial is not None:
+                    return Step(denied_report(denial), (Event(WARNING, Reason.POLICY_DENIED, denial.message),))
             if isinstance(action, WaitForInstance):
                 message = f"instance {target.instance_id} is {action.state.value}; waiting until it is running or stopped"
                 return self._failed(binding, FaultKind.INSTANCE_NOT_READY, message, association)
