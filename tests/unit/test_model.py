@@ -136,7 +136,7 @@ def test_binding_from_body():
     assert binding.finalized is False
     assert binding.spec["instanceId"] == "i-0123456789abcdef0"
     assert binding.status == {"associationId": "iip-assoc-1"}
-    assert binding.precedence == ("2025-01-01T00:00:00Z", "team-a", "web-1")
+    assert binding.precedence == ("2025-01-01T00:00:00Z", False, "team-a", "web-1")  # False: it manages one
 
 
 def test_binding_from_body_deleting():
