@@ -1,10 +1,10 @@
 """The reconcile loop: watch events in, one decided EC2 step and a status write out.
 
-Workers take binding keys from a work queue. Each reconcile observes (batched), asks the
-decision core for the one next action, performs it, renders status and Events, and says when
-to look again: soon while EC2 settles, after a capped, jittered backoff when something
-failed, or not at all when in sync (the periodic resync covers drift). Deletion runs from
-the finalizer handler through the same observer and gateway.
+Workers take binding keys from a work queue. Each reconcile asks tenancy whether and where the
+binding may act, observes (batched), asks the decision core for the one next action, performs
+it, and publishes what ``outcomes`` makes of it: status, Events, and when to look again (soon
+while EC2 settles, after a capped, jittered backoff when something failed, or at the next resync
+when in sync). Deletion is ``finalizer``'s, through the same observer and gateway.
 """
 
 from __future__ import annotations
@@ -12,66 +12,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from . import status
+from . import outcomes, status
 from .api import Reason
-from .decision import (
-    Action, Associate, Disassociate, InSync, InstanceGone, LookUpInstance, Replace, Settling, WaitForInstance,
-    decide, decide_deletion, is_adoption, is_drift,
-)
+from .decision import Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
 from .ec2 import Ec2Gateway
-from .faults import POLICIES, AwsFault, FaultKind, stalled_and_next_try
+from .faults import AwsFault, FaultKind
+from .finalizer import Finalizer
 from .kube import Event, KubeWriter
 from .metrics import Metrics, reconcile_result
-from .model import Association, AssociationState, Binding, Desired, InstanceState, InvalidSpec, Target
+from .model import Association, Binding, Desired, InstanceState, InvalidSpec, Target
+from .observer import Observer
+from .outcomes import Outcomes, Step
 from .policy import Denied, NeedsInstanceTags, Rule
 from .policybook import NamespaceNotSeen
-from .observer import Observer
 from .registry import Key, Registry
 from .settings import Settings
 from .status import Report
 from .tenancy import Admission, Tenancy
-from .uninstall import release_on_uninstall
-from .workqueue import KeyLocks, Priority, WorkQueue, backoff, on_grid
+from .workqueue import KeyLocks, Priority, WorkQueue, backoff
 
 log = logging.getLogger(__name__)
-NORMAL, WARNING = "Normal", "Warning"
-
-
-class RetryLater(Exception):
-    def __init__(self, message: str, delay: float):
-        super().__init__(message)
-        self.delay = delay
-
-
-@dataclass
-class Failure:
-    kind: FaultKind
-    since: float
-    generation: int
-    attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one reconcile concluded: the status to show, Events to record, when to look again."""
-
-    report: Report | None
-    events: tuple[Event, ...] = ()
-    requeue: float | None = None
+WARNING = "Warning"
 
 
 NAMESPACE_WAIT = 5.0  # seconds: a binding whose namespace the watch has not delivered yet
-SETTLE_GRID = 0.5  # seconds: settle checks fall on this grid, so those of a burst share a Describe
 LISTING_WINDOW = 0.5  # seconds: bindings listed within it are described together before they are reconciled
-
-
-def denied_report(denied: Denied) -> Report:
-    """A binding no policy allows: Stalled until a policy changes; what it associated earlier stays."""
-    return Report(Reason.POLICY_DENIED, denied.message, stalled=True, association_known=False)
 
 
 class Controller:
@@ -91,11 +60,10 @@ class Controller:
         self.observer = Observer(gateway, ttl=settings.resync_seconds, clock=clock)
         self._clock = clock
         self._now = now
-        self._failures: dict[Key, Failure] = {}
-        self._settling: dict[Key, int] = {}
-        self._made: dict[Key, str] = {}  # association IDs made and not yet in status (settling)
-        self._crashes: dict[Key, int] = {}
         self._locks: KeyLocks[Key] = KeyLocks()  # a reconcile and the finalizer never overlap
+        self.outcomes = Outcomes(settings, clock)
+        self.finalizer = Finalizer(settings, self.registry, self.observer, gateway, writer, self._locks, self._publish)
+        self._crashes: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._listed: list[Key] = []  # listed at start-up, waiting to be described together
         self._listing: asyncio.Task | None = None
@@ -163,8 +131,8 @@ class Controller:
         if target is not None and not contenders:
             self.observer.forget(target)
         self.queue.forget(key)
-        for memory in (self._failures, self._settling, self._made, self._crashes):
-            memory.pop(key, None)
+        self.outcomes.forget(key)
+        self._crashes.pop(key, None)
         return contenders
 
     async def resync(self) -> None:
@@ -177,7 +145,7 @@ class Controller:
             return
         self.resyncs += 1
         for key in self.registry.keys():
-            if key not in self._failures:
+            if not self.outcomes.failing(key):
                 self.queue.add(key, priority=Priority.BACKGROUND)
 
     async def _resync_forever(self) -> None:
@@ -196,7 +164,7 @@ class Controller:
             try:
                 delay = await self.reconcile(key)
                 self._crashes.pop(key, None)
-                result = reconcile_result(delay, failed=key in self._failures)
+                result = reconcile_result(delay, failed=self.outcomes.failing(key))
             except Exception:  # the API server or a bug: log, back off, never stop the worker
                 attempt = self._crashes[key] = self._crashes.get(key, 0) + 1
                 delay = backoff(attempt - 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
@@ -205,7 +173,7 @@ class Controller:
                 self.queue.done(key)
                 self.metrics.reconciled(result, self._clock() - started)
             if delay is not None:  # a settle check ends a change made: it goes first
-                self.queue.add(key, delay, Priority.FOLLOW_UP if key in self._settling else Priority.USER)
+                self.queue.add(key, delay, Priority.FOLLOW_UP if self.outcomes.settling(key) else Priority.USER)
 
     # -- reconcile -----------------------------------------------------------------------
 
@@ -221,8 +189,8 @@ class Controller:
             return None
         admission = await self._admit(binding, desired)
         if isinstance(admission, Denied):
-            await self._publish(binding, desired.target.region, denied_report(admission),
-                                (Event(WARNING, Reason.POLICY_DENIED, admission.message),))
+            step = outcomes.denied(admission)
+            await self._publish(binding, desired.target.region, step.report, step.events)
             return None
         if isinstance(admission, NamespaceNotSeen):
             return NAMESPACE_WAIT  # its watch event requeues the binding; this is a safety net
@@ -230,6 +198,15 @@ class Controller:
         self.registry.place(key, desired.target.account)
         owner = self.registry.owner(desired.target)
         if owner is not None and owner.key != key:
+            if admission.tags_pending:  # a policy's denial says more, and nothing of other tenants
+                try:
+                    denial = await self._tags_denial(binding, desired)
+                except AwsFault:
+                    denial = None
+                if denial is not None:
+                    step = outcomes.denied(denial)
+                    await self._publish(binding, desired.target.region, step.report, step.events)
+                    return None
             # Another tenant's objects are none of this one's business: name only a neighbour.
             other = f"InstanceProfileBinding {owner.name}" if owner.namespace == binding.namespace else "a binding in another namespace"
             message = (
@@ -261,6 +238,12 @@ class Controller:
             return Denied(Rule.INSTANCE_TAGS, f"cannot read the instance's tags to check the policy: {fault}")
         return self.tenancy.admit(binding, desired, tags)
 
+    async def _tags_denial(self, binding: Binding, desired: Desired) -> Denied | None:
+        """Whether the instance's tags make the policy deny the binding (one batched Describe)."""
+        tags = {desired.target.account: (await self.observer.instance(desired.target)).tags}
+        verdict = self.tenancy.admit(binding, desired, tags)
+        return verdict if isinstance(verdict, Denied) else None
+
     async def _converge(self, binding: Binding, desired: Desired, tags_pending: bool) -> Step:
         target = desired.target
         association: Association | None = None
@@ -272,22 +255,20 @@ class Controller:
             if isinstance(action, LookUpInstance):
                 action = decide(desired, association, (await self.observer.instance(target)).state)
             if tags_pending and isinstance(action, (Associate, Replace, Disassociate)):
-                tags = {target.account: (await self.observer.instance(target)).tags}
-                verdict = self.tenancy.admit(binding, desired, tags)
-                if isinstance(verdict, Denied):  # checked before any change, never at steady state
-                    return Step(denied_report(verdict), (Event(WARNING, Reason.POLICY_DENIED, verdict.message),))
+                denial = await self._tags_denial(binding, desired)  # before any change, never at steady state
+                if denial is not None:
+                    return outcomes.denied(denial)
             if isinstance(action, WaitForInstance):
                 message = f"instance {target.instance_id} is {action.state.value}; waiting until it is running or stopped"
-                return self._failed(binding, FaultKind.INSTANCE_NOT_READY, message, association)
+                return self.outcomes.failed(binding, FaultKind.INSTANCE_NOT_READY, message, association)
             if isinstance(action, InstanceGone):
                 where = "does not exist" if action.state is InstanceState.NOT_FOUND else f"is {action.state.value}"
                 message = f"instance {target.instance_id} {where} in {target.region}"
-                return self._failed(binding, FaultKind.INSTANCE_NOT_FOUND, message, association)
+                return self.outcomes.failed(binding, FaultKind.INSTANCE_NOT_FOUND, message, association)
             result = await self._apply(target, action)
         except AwsFault as fault:
-            return self._failed(binding, fault.kind, str(fault), association, observed)
-        self._failures.pop(binding.key, None)
-        return self._succeeded(binding, desired, action, result)
+            return self.outcomes.failed(binding, fault.kind, str(fault), association, observed)
+        return self.outcomes.succeeded(binding, desired, action, result)
 
     async def _apply(self, target: Target, action: Action) -> Association | None:
         if isinstance(action, Associate):
@@ -301,80 +282,6 @@ class Controller:
         self.observer.invalidate(target)
         return result
 
-    def _settle_delay(self, key: Key) -> float:
-        attempt = self._settling[key] = self._settling.get(key, 0) + 1
-        delay = backoff(attempt - 1, self.settings.settle_base_seconds, self.settings.settle_max_seconds)
-        return on_grid(self._clock(), delay, SETTLE_GRID)
-
-    def _settled(self, key: Key) -> None:
-        self._settling.pop(key, None)
-        self._made.pop(key, None)
-
-    def _succeeded(self, binding: Binding, desired: Desired, action: Action, result: Association | None) -> Step:
-        key, target = binding.key, desired.target
-        managed = self._made.get(key) or binding.status.get("associationId")  # the latest we made wins
-        profile = desired.profile.display
-        drift = is_drift(action, status.was_ready(binding.status, binding.generation))
-        if isinstance(action, InSync):
-            self._settled(key)
-            a = action.association
-            events = ()
-            if is_adoption(action, managed):
-                events = (Event(NORMAL, Reason.ADOPTED, f"adopted association {a.association_id} of {a.profile_arn}, already on {target.instance_id}"),)
-            return Step(Report(Reason.ASSOCIATED, f"{target.instance_id} carries {a.profile_arn}", ready=True, association=a), events)
-        if isinstance(action, Settling):
-            a = action.association
-            reason = Reason.ASSOCIATING if a.state is AssociationState.ASSOCIATING else Reason.DISASSOCIATING
-            message = f"EC2 reports association {a.association_id} of {a.profile_arn} as {a.state.value}"
-            self._made.pop(key, None)  # in status from now on
-            return Step(Report(reason, message, reconciling=True, association=a), requeue=self._settle_delay(key))
-        assert result is not None
-        if isinstance(action, Disassociate):
-            message = (
-                f"instance {target.instance_id} is stopped and EC2 replaces profiles of running instances only: "
-                f"disassociated {action.association.profile_arn} ({action.association.association_id}); associating {profile} next"
-            )
-            self._settled(key)
-            event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else Reason.DISASSOCIATED, message)
-            return Step(Report(Reason.DISASSOCIATING, message, reconciling=True, association=result), (event,), requeue=0.0)
-        if isinstance(action, Associate):
-            done = f"associated {profile} with {target.instance_id} ({result.association_id})"
-            event_reason = Reason.ASSOCIATED
-            if drift:
-                done = f"association {managed} was removed outside Kubernetes; {done}"
-        else:
-            assert isinstance(action, Replace)
-            done = f"replaced {action.association.profile_arn} with {profile} on {target.instance_id} ({result.association_id})"
-            event_reason = Reason.REPLACED
-            if drift:
-                done = f"the profile was changed outside Kubernetes; {done}"
-        event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else event_reason, done)
-        if result.state is AssociationState.ASSOCIATED and desired.profile.matches(result.profile_arn):
-            self._settled(key)
-            return Step(Report(Reason.ASSOCIATED, f"{target.instance_id} carries {result.profile_arn}", ready=True, association=result), (event,))
-        # No status yet: the first settle check usually finds the association associated, and
-        # one write then shows the binding Ready; one that finds it still associating says so.
-        self._settling[key] = 0
-        self._made[key] = result.association_id
-        return Step(None, (event,), requeue=self._settle_delay(key))
-
-    def _failed(self, binding: Binding, kind: FaultKind, message: str, association: Association | None, observed: bool = True) -> Step:
-        policy = POLICIES[kind]
-        now = self._clock()
-        failure = self._failures.get(binding.key)
-        if failure is None or failure.kind is not kind or failure.generation != binding.generation:
-            failure = self._failures[binding.key] = Failure(kind, now, binding.generation)
-        failure.attempts += 1
-        delay = backoff(failure.attempts - 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-        if failure.attempts <= policy.quiet_attempts:
-            log.info("%s: %s (attempt %d, retrying quietly in %.1f s)", binding.ref, message, failure.attempts, delay)
-            return Step(None, requeue=delay)
-        stalled, delay = stalled_and_next_try(policy, failure.since, now, delay)
-        log.warning("%s: %s (attempt %d, retrying in %.1f s)", binding.ref, message, failure.attempts, delay)
-        report = Report(policy.reason, message, reconciling=not stalled, stalled=stalled,
-                        association=association, association_known=observed)
-        return Step(report, (Event(WARNING, policy.reason, message),), requeue=delay)
-
     async def _publish(self, binding: Binding, region: str, report: Report, announce: tuple[Event, ...] = (),
                        role_arn: str | None = None) -> bool:
         """Write the status if it changed, after recording the ``announce`` Events; True if it did."""
@@ -386,48 +293,3 @@ class Controller:
         if await self.writer.patch_status(binding, new):
             self.registry.remember_status(binding.key, new)
         return True
-
-    # -- deletion ------------------------------------------------------------------------
-
-    async def finalize(self, body: Mapping[str, Any], retry: int) -> None:
-        """Undo the binding in EC2 before the finalizer goes; raises RetryLater to be called again."""
-        binding = Binding.from_body(body)
-        if await self.writer.crd_deleting():
-            await release_on_uninstall(self.writer, binding)
-            return
-        self.registry.upsert(binding)
-        try:
-            desired = binding.desired(self.settings.region)
-        except InvalidSpec:
-            return  # it never managed anything
-        target = self.registry.target(binding)  # in the account it acted in, whatever policies say now
-        assert target is not None
-        desired = replace(desired, target=target)
-        owner = self.registry.owner(target)
-        async with self._locks.hold(binding.key):
-            try:
-                association = await self.observer.association(target, fresh=True)
-                action = decide_deletion(desired, binding.status.get("associationId"), association,
-                                         owner is None or owner.key == binding.key)
-                if isinstance(action, Disassociate):
-                    await self.gateway.disassociate(target.region, action.association.association_id, target.account)
-                    self.observer.invalidate(target)
-            except AwsFault as fault:
-                if fault.kind in (FaultKind.STALE_OBSERVATION, FaultKind.INSTANCE_NOT_FOUND):
-                    log.info("%s: association already gone (%s)", binding.ref, fault)
-                    return
-                delay = backoff(retry, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-                message = f"cannot disassociate the instance profile: {fault}"
-                if retry >= fault.policy.quiet_attempts:
-                    stalled = fault.policy.stalled_after == 0
-                    await self.writer.record(binding, Event(WARNING, fault.policy.reason, message))
-                    await self._publish(binding, target.region, Report(
-                        fault.policy.reason, message, reconciling=not stalled, stalled=stalled, association_known=False))
-                raise RetryLater(message, delay) from None
-        if isinstance(action, Disassociate):
-            a = action.association
-            await self.writer.record(binding, Event(NORMAL, Reason.DISASSOCIATED, f"binding deleted: disassociated {a.profile_arn} from {target.instance_id} ({a.association_id})"))
-        elif desired.retain and association is not None:
-            await self.writer.record(binding, Event(NORMAL, Reason.RETAINED, f"deletionPolicy Retain: left {association.profile_arn} on {target.instance_id} ({association.association_id})"))
-        log.info("%s: finalized (%s)", binding.ref, getattr(action, "why", "disassociated"))
-

@@ -16,7 +16,8 @@ import kopf
 from .accounts import Accounts
 from .admission import register_admission, webhook_server
 from .api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
-from .controller import Controller, RetryLater
+from .controller import Controller
+from .finalizer import RetryLater
 from .ec2 import Ec2Gateway
 from .kube import KubeWriter, load_api_client
 from .metrics import Metrics
@@ -135,7 +136,7 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
         try:
-            await holder["controller"].finalize(body, retry)
+            await holder["controller"].finalizer.finalize(body, retry)
         except RetryLater as later:
             raise kopf.TemporaryError(str(later), delay=later.delay) from None
 

@@ -173,9 +173,10 @@ class Binding:
         return f"{self.namespace}/{self.name}"
 
     @property
-    def precedence(self) -> tuple[str, str, str]:
-        """Earlier bindings of an instance win over later ones."""
-        return (self.created, self.namespace, self.name)
+    def precedence(self) -> tuple[str, bool, str, str]:
+        """Earlier bindings of an instance win over later ones. creationTimestamp has one-second
+        resolution: within a second, the one already managing an association keeps it."""
+        return (self.created, not self.status.get("associationId"), self.namespace, self.name)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "Binding":

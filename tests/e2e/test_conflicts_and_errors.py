@@ -30,11 +30,12 @@ def test_second_binding_of_an_instance_reports_conflict_then_takes_over(api_clie
     assert ready["status"] == "False" and "already bound by a binding in another namespace" in ready["message"]
     assert namespace not in ready["message"] and "owner" not in ready["message"]
     assert second.condition("late", "Stalled")["status"] == "True"
-    first.create(manifest("neighbour", instance_id, {"name": "batch-worker"}))  # same namespace: named
-    neighbour = wait_for(lambda: first.condition("neighbour").get("reason") == "Conflict" and first.condition("neighbour"), what="Conflict")
-    assert "already bound by InstanceProfileBinding owner;" in neighbour["message"]
-    first.delete("neighbour")
-    wait_for(lambda: first.get("neighbour") is None, what="the neighbour gone")
+    # same namespace: named. (Created maybe within the same second as the owner: the name breaks the tie.)
+    first.create(manifest("rival", instance_id, {"name": "batch-worker"}))
+    rival = wait_for(lambda: first.condition("rival").get("reason") == "Conflict" and first.condition("rival"), what="Conflict")
+    assert "already bound by InstanceProfileBinding owner;" in rival["message"]
+    first.delete("rival")
+    wait_for(lambda: first.get("rival") is None, what="the rival gone")
     assert "associationId" not in second.status("late")
     assert [e.reason for e in second.events("late")] == ["Conflict"]
     assert mutations(operator) == {"associate_iam_instance_profile": 1, "replace_iam_instance_profile_association": 0,

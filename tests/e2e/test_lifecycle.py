@@ -197,7 +197,8 @@ def test_profile_replaced_outside_is_replaced_back(operator, bindings, ec2, new_
     [before] = associations(ec2, instance_id)
     ec2.replace_iam_instance_profile_association(AssociationId=before["AssociationId"], IamInstanceProfile={"Name": "batch-worker"})
     wait_for(lambda: associations(ec2, instance_id)[0]["IamInstanceProfile"]["Arn"] == WEB_ARN, 15, "web-server back")
-    assert "DriftCorrected" in bindings.event_reasons("drift2")
+    # the Event follows the EC2 call that put it back
+    wait_for(lambda: "DriftCorrected" in bindings.event_reasons("drift2"), what="a DriftCorrected Event")
     wait_for(lambda: bindings.is_ready("drift2"), what="Ready")
 
 

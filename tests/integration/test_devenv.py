@@ -63,6 +63,14 @@ def test_up_writes_kubeconfig_and_aws_env_and_down_removes_everything(directory:
     exports = dict(line.removeprefix("export ").split("=", 1) for line in (directory / "aws.env").read_text().splitlines())
     assert set(exports) == {"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert exports["AWS_ENDPOINT_URL"] == endpoints.ec2_endpoint_url
+    # ready for an operator: the CRDs, the demo's policy, the webhook wired to the API server
+    assert kubectl(endpoints, "get", "ipp", "allow-default", "-o", "name").stdout.strip() == \
+        "instanceprofilepolicy.ec2.instanceprofiles.dev/allow-default"
+    webhook = json.loads(kubectl(endpoints, "get", "validatingwebhookconfiguration", "instance-profile-operator", "-o", "json").stdout)
+    operator_env = dict(line.removeprefix("export ").split("=", 1) for line in (directory / "operator.env").read_text().splitlines())
+    assert webhook["webhooks"][0]["clientConfig"]["url"] == f"https://{operator_env['IPO_WEBHOOK_ADDRESS']}/tenancy"
+    assert webhook["webhooks"][0]["failurePolicy"] == "Ignore"  # no operator yet: kubectl apply still works
+    assert Path(operator_env["IPO_WEBHOOK_CERT_FILE"]).is_file() and Path(operator_env["IPO_WEBHOOK_KEY_FILE"]).is_file()
     pids = processes_of(directory, endpoints)
     assert len(pids) >= 4  # supervisor, etcd, kube-apiserver, moto
 

@@ -19,7 +19,7 @@ from instance_profile_operator.leader import Elector, Timing, claim, may_take, m
 from instance_profile_operator.metrics import LEASE, Metrics
 from instance_profile_operator.settings import SettingsError, add_arguments, from_arguments, pod_namespace
 
-from .test_workqueue import FakeClock
+from ..support.clock import FakeClock
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=timezone.utc)
 EARLIER = "2026-05-04T03:00:00.000000Z"
@@ -127,11 +127,6 @@ FAST = Timing(lease_duration=15, renew_deadline=0.2, retry_period=0.02)  # keep(
 @pytest.fixture
 def api() -> LeaseApi:
     return LeaseApi()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def elector(api: LeaseApi, clock: FakeClock, me: str, metrics: Metrics | None = None) -> Elector:

@@ -43,7 +43,7 @@ ACCOUNT = "123456789012"
         pytest.param(ProfileRef(arn=f"arn:aws:iam::{ACCOUNT}:instance-profile/team/web"),
                      f"arn:aws:iam::{ACCOUNT}:instance-profile/other/web", False, id="arn-other-path-same-name"),
         pytest.param(ProfileRef(arn=f"arn:aws:iam::{ACCOUNT}:instance-profile/web"),
-                     f"arn:aws:iam::999999999999:instance-profile/web", False, id="arn-other-account"),
+                     "arn:aws:iam::999999999999:instance-profile/web", False, id="arn-other-account"),
         pytest.param(ProfileRef(arn=f"arn:aws:iam::{ACCOUNT}:instance-profile/web"),
                      f"arn:aws-cn:iam::{ACCOUNT}:instance-profile/web", False, id="arn-other-partition"),
         pytest.param(ProfileRef(arn=f"arn:aws-us-gov:iam::{ACCOUNT}:instance-profile/web"),
@@ -137,7 +137,7 @@ def test_binding_from_body():
     assert binding.finalized is False
     assert binding.spec["instanceId"] == "i-0123456789abcdef0"
     assert binding.status == {"associationId": "iip-assoc-1"}
-    assert binding.precedence == ("2025-01-01T00:00:00Z", "team-a", "web-1")
+    assert binding.precedence == ("2025-01-01T00:00:00Z", False, "team-a", "web-1")  # False: it manages one
 
 
 def test_binding_from_body_deleting():

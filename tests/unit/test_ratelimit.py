@@ -12,6 +12,8 @@ from instance_profile_operator.ratelimit import (
     DECREASE, DEFAULT_LIMITS, FLOOR, LATENCY, RECOVERY_SECONDS, Bucket, Limit, RateLimiter, at_priority, parse_limit,
 )
 
+from ..support.clock import FakeClock
+
 EPS = 1e-9
 
 # --------------------------------------------------------------------------------------------
@@ -247,22 +249,6 @@ TIMEOUT = 1.0  # real seconds: reached only when a test fails
 RATE = 100.0  # one token per 10 ms of the fake clock (and of the timer's real delay)
 TICK = 1.01 / RATE  # a little more than one token's worth: float sums of 1/RATE can fall short of 1
 NEXT = LATENCY + TICK  # a one-token bucket is full whenever it has a token: it refills from LATENCY after a grant
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -69,6 +69,13 @@ def test_owner_ties_broken_by_namespace_then_name(contenders, winner):
     assert reg.owner(TARGET).key == winner
 
 
+def test_within_the_same_second_the_binding_already_managing_keeps_the_instance():
+    managing = binding("owner", namespace="ns-z", status={"associationId": "iip-assoc-1"})
+    newcomer = binding("a-newcomer", namespace="ns-a")  # same creationTimestamp, sorts first by name
+    assert registry(newcomer, managing).owner(TARGET).key == ("ns-z", "owner")
+    assert registry(newcomer, binding("owner", namespace="ns-z")).owner(TARGET).key == ("ns-a", "a-newcomer")
+
+
 def test_owner_ties_do_not_depend_on_insertion_order():
     keys = [("ns-a", "b"), ("ns-b", "a"), ("ns-a", "a"), ("ns-c", "0"), ("ns-a", "c")]
     for permutation in itertools.permutations(keys):

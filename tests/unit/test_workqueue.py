@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from instance_profile_operator.workqueue import KeyLocks, Priority, WorkQueue, backoff, on_grid
 
+from ..support.clock import FakeClock
+
 # --------------------------------------------------------------------------------------------
 # backoff()
 # --------------------------------------------------------------------------------------------
@@ -74,22 +76,6 @@ def test_backoff_default_jitter_stays_in_range():
 
 DELIVERY_TIMEOUT = 1.0  # real seconds: generous, only reached when a test fails
 SILENCE = 0.05  # real seconds a get() must stay unanswered to show nothing is due
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -17,15 +17,16 @@ import threading
 import time
 from pathlib import Path
 
-from . import build
+from . import build, prerequisites
 from .cluster import DevEnv, Endpoints, wait_until
 from .seed import seed
 
 READY_MARKER = "ready"
 PID_FILE = "supervisor.pid"
 INSTANCES_FILE = "instances.json"
-CREATED = ("kubeconfig", "aws.env", "devenv.json", INSTANCES_FILE, READY_MARKER, PID_FILE,
-           "audit-policy.yaml", "pki", "etcd", "logs")
+OPERATOR_ENV = "operator.env"
+CREATED = ("kubeconfig", "aws.env", OPERATOR_ENV, "devenv.json", INSTANCES_FILE, READY_MARKER, PID_FILE,
+           "audit-policy.yaml", "pki", "webhook", "etcd", "logs")
 
 
 def supervise(directory: Path) -> int:
@@ -38,6 +39,9 @@ def supervise(directory: Path) -> int:
         endpoints = env.start()
         instances = seed(endpoints.ec2_endpoint_url, endpoints.region)
         (directory / INSTANCES_FILE).write_text(json.dumps(instances, indent=2) + "\n")
+        # Ignore: without an operator serving the webhook, kubectl apply still works
+        webhook_env = prerequisites.install(endpoints, directory, failure_policy="Ignore")
+        (directory / OPERATOR_ENV).write_text("".join(f"export {k}={v}\n" for k, v in webhook_env.items()))
         (directory / READY_MARKER).touch()
         while not stop.wait(1.0):
             dead = [name for name, p in env.processes.items() if p.poll() is not None]
@@ -75,6 +79,7 @@ def up(directory: Path, timeout: float) -> int:
     print(f"ready in {time.monotonic() - started:.1f} s")
     print(f"  export KUBECONFIG={endpoints.kubeconfig}")
     print(f"  source {endpoints.aws_env}")
+    print(f"  source {directory / OPERATOR_ENV}   # for instance-profile-operator run: its admission webhook")
     print(f"  export PATH={endpoints.bin_dir}:$PATH   # kubectl {build.KUBERNETES_VERSION}")
     print(f"  instances: {', '.join(f'{name}={iid}' for name, iid in instances.items())}")
     return 0

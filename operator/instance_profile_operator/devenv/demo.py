@@ -1,29 +1,32 @@
-"""The main job on the embedded default: a local control plane and EC2 endpoint, the CRD,
-the operator in the foreground, and the bindings of ``examples/``. Ctrl-C stops everything."""
+"""The main job on the embedded default: a local control plane and EC2 endpoint, the CRDs, the
+demo's tenancy policy and admission webhook, the operator in the foreground, and the bindings of
+``examples/``. Ctrl-C stops everything."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from . import prerequisites
+from .prerequisites import REPO, kubectl
 from .cluster import DevEnv, Endpoints, _die_with_parent, wait_until
 from .seed import seed
 
-REPO = Path(__file__).resolve().parents[3]
 ALL_READY = "All example bindings are Ready."
 
 
-def _kubectl(endpoints: Endpoints, *args: str) -> str:
-    done = subprocess.run([f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}", *args],
-                          capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
+def _listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _all_ready(endpoints: Endpoints) -> bool:
@@ -56,21 +59,22 @@ def _run(directory: Path) -> int:
         endpoints = env.start()
         instances = seed(endpoints.ec2_endpoint_url, endpoints.region)
         print(f"    instances: {', '.join(f'{name}={iid}' for name, iid in instances.items())}")
-        _say("Installing the InstanceProfileBinding CRD")
-        print(_kubectl(endpoints, "apply", "-f", str(REPO / "crds")), end="")
-        _kubectl(endpoints, "wait", "--for=condition=Established", "--timeout=30s", "crd/instanceprofilebindings.ec2.instanceprofiles.dev")
+        _say("Installing the CRDs, the tenancy policy of examples/policies/ and the admission webhook")
+        webhook_env = prerequisites.install(endpoints, directory, failure_policy="Fail")
         _say("Starting the operator (its log follows)")
         operator = subprocess.Popen(
             [sys.executable, "-m", "instance_profile_operator.cli", "run", "--all-namespaces"],
-            env={**os.environ, **endpoints.aws_variables(), "KUBECONFIG": endpoints.kubeconfig},
+            env={**os.environ, **endpoints.aws_variables(), **webhook_env, "KUBECONFIG": endpoints.kubeconfig},
             preexec_fn=_die_with_parent,
         )
+        host, _, port = webhook_env["IPO_WEBHOOK_ADDRESS"].rpartition(":")
+        wait_until(lambda: _listening(host, int(port)), 60, "the operator's admission webhook", {"operator": operator})
         _say("Applying examples/")
-        print(_kubectl(endpoints, "apply", "-n", "default", "-f", str(REPO / "examples")), end="")
+        print(kubectl(endpoints, "apply", "-n", "default", "-f", str(REPO / "examples")), end="")
         started = time.monotonic()
         wait_until(lambda: _all_ready(endpoints), 120, "the example bindings to be Ready", {"operator": operator})
         _say(f"{ALL_READY} ({time.monotonic() - started:.1f} s)")
-        print(_kubectl(endpoints, "get", "ipb", "-A", "-o", "wide"), flush=True)
+        print(kubectl(endpoints, "get", "ipb", "-A", "-o", "wide"), flush=True)
         print(another_terminal(endpoints), flush=True)
         operator.wait()
         return operator.returncode

@@ -1,0 +1,145 @@
+"""What a reconcile's outcome means for users: the status report, the Events, and when to look
+again. It remembers, per binding, how long EC2 has been settling and how long a fault has
+persisted, so that retries back off and ``Stalled`` turns true when its stated time has passed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import status
+from .api import Reason
+from .decision import Action, Associate, Disassociate, InSync, Replace, Settling, is_adoption, is_drift
+from .faults import POLICIES, FaultKind, stalled_and_next_try
+from .kube import Event
+from .model import Association, AssociationState, Binding, Desired
+from .policy import Denied
+from .registry import Key
+from .settings import Settings
+from .status import Report
+from .workqueue import backoff, on_grid
+
+log = logging.getLogger(__name__)
+NORMAL, WARNING = "Normal", "Warning"
+SETTLE_GRID = 0.5  # seconds: settle checks fall on this grid, so those of a burst share a Describe
+
+
+@dataclass
+class Failure:
+    kind: FaultKind
+    since: float
+    generation: int
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one reconcile concluded: the status to show, Events to record, when to look again."""
+
+    report: Report | None
+    events: tuple[Event, ...] = ()
+    requeue: float | None = None
+
+
+def denied(verdict: Denied) -> Step:
+    """A binding no policy allows: Stalled until a policy changes; what it associated earlier stays."""
+    report = Report(Reason.POLICY_DENIED, verdict.message, stalled=True, association_known=False)
+    return Step(report, (Event(WARNING, Reason.POLICY_DENIED, verdict.message),))
+
+
+class Outcomes:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
+        self._settings = settings
+        self._clock = clock
+        self._failures: dict[Key, Failure] = {}
+        self._settling: dict[Key, int] = {}
+        self._made: dict[Key, str] = {}  # association IDs made and not yet in status (settling)
+
+    def failing(self, key: Key) -> bool:
+        """Whether the binding waits out a failure's backoff (a resync leaves it alone)."""
+        return key in self._failures
+
+    def settling(self, key: Key) -> bool:
+        """Whether the binding's next look is a check that EC2 has settled."""
+        return key in self._settling
+
+    def forget(self, key: Key) -> None:
+        self._failures.pop(key, None)
+        self._settled(key)
+
+    def _settle_delay(self, key: Key) -> float:
+        attempt = self._settling[key] = self._settling.get(key, 0) + 1
+        delay = backoff(attempt - 1, self._settings.settle_base_seconds, self._settings.settle_max_seconds)
+        return on_grid(self._clock(), delay, SETTLE_GRID)
+
+    def _settled(self, key: Key) -> None:
+        self._settling.pop(key, None)
+        self._made.pop(key, None)
+
+    def succeeded(self, binding: Binding, desired: Desired, action: Action, result: Association | None) -> Step:
+        key, target = binding.key, desired.target
+        self._failures.pop(key, None)
+        managed = self._made.get(key) or binding.status.get("associationId")  # the latest we made wins
+        profile = desired.profile.display
+        drift = is_drift(action, status.was_ready(binding.status, binding.generation))
+        if isinstance(action, InSync):
+            self._settled(key)
+            a = action.association
+            events = ()
+            if is_adoption(action, managed):
+                events = (Event(NORMAL, Reason.ADOPTED, f"adopted association {a.association_id} of {a.profile_arn}, already on {target.instance_id}"),)
+            return Step(Report(Reason.ASSOCIATED, f"{target.instance_id} carries {a.profile_arn}", ready=True, association=a), events)
+        if isinstance(action, Settling):
+            a = action.association
+            reason = Reason.ASSOCIATING if a.state is AssociationState.ASSOCIATING else Reason.DISASSOCIATING
+            message = f"EC2 reports association {a.association_id} of {a.profile_arn} as {a.state.value}"
+            self._made.pop(key, None)  # in status from now on
+            return Step(Report(reason, message, reconciling=True, association=a), requeue=self._settle_delay(key))
+        assert result is not None
+        if isinstance(action, Disassociate):
+            message = (
+                f"instance {target.instance_id} is stopped and EC2 replaces profiles of running instances only: "
+                f"disassociated {action.association.profile_arn} ({action.association.association_id}); associating {profile} next"
+            )
+            self._settled(key)
+            event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else Reason.DISASSOCIATED, message)
+            return Step(Report(Reason.DISASSOCIATING, message, reconciling=True, association=result), (event,), requeue=0.0)
+        if isinstance(action, Associate):
+            done = f"associated {profile} with {target.instance_id} ({result.association_id})"
+            event_reason = Reason.ASSOCIATED
+            if drift:
+                done = f"association {managed} was removed outside Kubernetes; {done}"
+        else:
+            assert isinstance(action, Replace)
+            done = f"replaced {action.association.profile_arn} with {profile} on {target.instance_id} ({result.association_id})"
+            event_reason = Reason.REPLACED
+            if drift:
+                done = f"the profile was changed outside Kubernetes; {done}"
+        event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else event_reason, done)
+        if result.state is AssociationState.ASSOCIATED and desired.profile.matches(result.profile_arn):
+            self._settled(key)
+            return Step(Report(Reason.ASSOCIATED, f"{target.instance_id} carries {result.profile_arn}", ready=True, association=result), (event,))
+        # No status yet: the first settle check usually finds the association associated, and
+        # one write then shows the binding Ready; one that finds it still associating says so.
+        self._settling[key] = 0
+        self._made[key] = result.association_id
+        return Step(None, (event,), requeue=self._settle_delay(key))
+
+    def failed(self, binding: Binding, kind: FaultKind, message: str, association: Association | None, observed: bool = True) -> Step:
+        policy = POLICIES[kind]
+        now = self._clock()
+        failure = self._failures.get(binding.key)
+        if failure is None or failure.kind is not kind or failure.generation != binding.generation:
+            failure = self._failures[binding.key] = Failure(kind, now, binding.generation)
+        failure.attempts += 1
+        delay = backoff(failure.attempts - 1, self._settings.retry_base_seconds, self._settings.retry_max_seconds)
+        if failure.attempts <= policy.quiet_attempts:
+            log.info("%s: %s (attempt %d, retrying quietly in %.1f s)", binding.ref, message, failure.attempts, delay)
+            return Step(None, requeue=delay)
+        stalled, delay = stalled_and_next_try(policy, failure.since, now, delay)
+        log.warning("%s: %s (attempt %d, retrying in %.1f s)", binding.ref, message, failure.attempts, delay)
+        report = Report(policy.reason, message, reconciling=not stalled, stalled=stalled,
+                        association=association, association_known=observed)
+        return Step(report, (Event(WARNING, policy.reason, message),), requeue=delay)
