@@ -23,6 +23,7 @@ import botocore.exceptions
 import botocore.session
 
 from .api import COMPONENT
+from .apimodel import TrimmedLoader
 from .faults import AwsFault, FaultKind, classify, unreachable
 from .model import Account
 
@@ -72,6 +73,8 @@ class Accounts:
     def __init__(self, base: boto3.Session | None = None, region: str | None = None,
                  role_session_name: str | None = None, duration_seconds: int = 3600):
         self._base = base or boto3.Session(region_name=region)
+        loader = self._base._session.get_component("data_loader")
+        self._base._session.register_component("data_loader", TrimmedLoader(loader.search_paths))
         self._region = region or self._base.region_name
         self._session_name = role_session_name or session_name(operator_identity())
         self._duration = duration_seconds
@@ -94,7 +97,7 @@ class Accounts:
         )
         core = botocore.session.Session()
         core.register_component("credential_provider", botocore.credentials.CredentialResolver([_FixedProvider(credentials)]))
-        # One loader for all accounts: each would otherwise parse EC2's API model again (about 20 MiB).
+        # One loader for all accounts: each would otherwise parse EC2's API model again.
         core.register_component("data_loader", self._base._session.get_component("data_loader"))
         return boto3.Session(botocore_session=core, region_name=self._region)
 

@@ -11,7 +11,7 @@ import sys
 import kopf
 import kubernetes
 
-from . import __version__, leader, metrics
+from . import __version__, leader, memory, metrics
 from .handlers import QuietWatchLog, SayOnce, build_registry
 from .kube import KubeConfigMissing, check_kube_config, load_api_client
 from .settings import Settings, SettingsError, add_arguments, boolean, from_arguments, from_env
@@ -70,6 +70,7 @@ async def run_operator(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    memory.limit_arenas()
     try:
         args = parse(argv)
         settings = from_arguments(args)

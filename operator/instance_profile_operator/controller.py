@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from . import outcomes, status
+from . import memory, outcomes, status
 from .api import Reason
 from .decision import Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
 from .ec2 import Ec2Gateway
@@ -151,6 +151,7 @@ class Controller:
     async def _resync_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
+            memory.release_free()  # what the last interval's work freed
             try:
                 await self.resync()
             except Exception:  # a bug must not end drift detection for good
