@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,15 +49,17 @@ ACCESS_KEY = "AKIAFLEET"
 IDLE_RUNS = 3  # a user's binding applied on an idle operator, then once per trigger during resyncs
 TRIGGERS = ("describing", "queued") * 2
 EXTRA_INSTANCES = IDLE_RUNS + len(TRIGGERS)
+DEPTH = 'workqueue_depth{name="instanceprofilebinding"}'
 MUTATIONS = ("associate_iam_instance_profile", "replace_iam_instance_profile_association", "disassociate_iam_instance_profile")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now, or its peak so far with ``field="VmHWM"``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
 def total(samples, name: str) -> float:
@@ -93,9 +96,9 @@ class Operator:
     def metrics(self):
         return metrics(self.port)
 
-    def rss(self) -> float:
+    def rss(self, field: str = "VmRSS") -> float:
         assert self.process is not None
-        return rss_mib(self.process.pid)
+        return rss_mib(self.process.pid, field)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -183,29 +186,45 @@ def main() -> int:
             # -- steady state: one resync -----------------------------------------------------
             first = operator.metrics()
             wait_until(lambda: operator.metrics()["ipo_resyncs_total"] >= first["ipo_resyncs_total"] + 1, args.resync_seconds * 3, "a resync")
-            wait_until(lambda: operator.metrics()["workqueue_depth{name=\"instanceprofilebinding\"}"] == 0, 600, "the resync's reconciles")
+            wait_until(lambda: operator.metrics()[DEPTH] == 0, 600, "the resync's reconciles")
             second = operator.metrics()
             wait_until(lambda: operator.metrics()["ipo_resyncs_total"] >= second["ipo_resyncs_total"] + 1, args.resync_seconds * 3, "a resync")
             third = operator.metrics()
             calls = ec2_requests(third) - ec2_requests(second)
             report("steady_resync_ec2_calls", dict(calls))
             report("rss_at_n_mib", round(operator.rss(), 1))
+            report("rss_peak_mib", round(operator.rss("VmHWM"), 1))  # the adoption burst's, as a rule
             report("rss_per_binding_kib", round((results["rss_at_n_mib"] - results["rss_idle_mib"]) * 1024 / n, 2))
             if args.rss_only:
                 return 0
 
             # -- a user's binding: idle, then while a resync re-checks the N others -------
-            def apply_to_ready(name: str, instance_id: str) -> tuple[float, float]:
-                """Seconds from create to Ready, and reconciles of other bindings meanwhile."""
-                before = total(operator.metrics(), "controller_runtime_reconcile_total")
+            def apply_to_ready(name: str, instance_id: str) -> tuple[float, dict]:
+                """Seconds from create to Ready, and what the operator did meanwhile (its /metrics
+                sampled every 20 ms from another thread: how deep the queue was, how many other
+                bindings it reconciled)."""
+                samples: list[tuple[float, float]] = []  # (reconciles, queue depth)
+                done = threading.Event()
+
+                def sample() -> None:
+                    while not done.is_set():
+                        m = operator.metrics()
+                        samples.append((total(m, "controller_runtime_reconcile_total"), m[DEPTH]))
+                        time.sleep(0.02)
+
+                sampler = threading.Thread(target=sample)
                 began = time.monotonic()
+                sampler.start()
                 api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(name, instance_id))
                 while not ready(api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)):
                     if time.monotonic() - began > 600:
                         raise TimeoutError(f"{name} not Ready after 600 s")
                     time.sleep(0.02)
                 took = time.monotonic() - began
-                return took, total(operator.metrics(), "controller_runtime_reconcile_total") - before - 1
+                done.set()
+                sampler.join()
+                return took, {"metrics_samples": len(samples), "queue_depth_max": max(d for _, d in samples),
+                              "other_reconciles_meanwhile": samples[-1][0] - samples[0][0] - 1}
 
             def poll(check, what: str) -> None:
                 """Like wait_until, at 5 ms: the triggers below last a second or two."""
@@ -219,7 +238,7 @@ def main() -> int:
                 return emulator.counts()["requests"].get("DescribeIamInstanceProfileAssociations", 0)
 
             def queue_depth() -> float:
-                return operator.metrics()["workqueue_depth{name=\"instanceprofilebinding\"}"]
+                return operator.metrics()[DEPTH]
 
             extra = iter(instances[n:])
             wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
@@ -233,10 +252,11 @@ def main() -> int:
                 else:  # the resync has described every instance and queued its N re-checks
                     resyncs = operator.metrics()["ipo_resyncs_total"]
                     poll(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, "the next resync")
-                depth = queue_depth()
-                took, others = apply_to_ready(f"user-{trigger}-{k}", next(extra))
+                triggered, depth = time.monotonic(), queue_depth()
+                took, meanwhile = apply_to_ready(f"user-{trigger}-{k}", next(extra))
+                wait_until(lambda: queue_depth() == 0, 600, "the resync's re-checks")
                 during.append({"trigger": trigger, "apply_to_ready_s": round(took, 2), "queue_depth_when_applied": depth,
-                               "other_reconciles_meanwhile": others})
+                               **meanwhile, "resync_rechecks_done_after_s": round(time.monotonic() - triggered, 1)})
             idle_median = statistics.median(idle)
             report("user_binding", {"idle_apply_to_ready_s": [round(t, 2) for t in idle], "during_resync": during,
                                     "worst_ratio_to_idle_median": round(max(d["apply_to_ready_s"] for d in during) / idle_median, 2)})
@@ -251,7 +271,7 @@ def main() -> int:
 
             def reobserved() -> bool:
                 m = operator.metrics()
-                return total(m, "controller_runtime_reconcile_total") >= live and m["workqueue_depth{name=\"instanceprofilebinding\"}"] == 0
+                return total(m, "controller_runtime_reconcile_total") >= live and m[DEPTH] == 0
 
             wait_until(reobserved, 600, "every binding reconciled")
             reobserved_s = time.monotonic() - began

@@ -101,7 +101,12 @@ class WorkQueue(Generic[K]):
 
     async def get(self) -> K:
         """The due key of the highest priority, earliest first; the caller must call
-        ``done(key)`` when finished with it."""
+        ``done(key)`` when finished with it.
+
+        It yields to the event loop first, even with keys ready: reconciles that find everything
+        in memory never wait, and a worker going through a resync's 10,000 keys without yielding
+        would hold the loop (watch events, a user's change, /metrics) until it had done them all."""
+        await asyncio.sleep(0)
         while True:
             now = self._clock()
             while self._delayed and self._delayed[0][0] <= now:

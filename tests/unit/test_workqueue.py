@@ -233,6 +233,19 @@ async def test_users_change_goes_before_a_queued_resync(queue):
     assert [await next_key(queue) for _ in range(3)] == ["resync-0", "resync-1", "resync-2"]
 
 
+async def test_a_worker_going_through_a_resync_lets_a_users_change_in():
+    queue: WorkQueue[str] = WorkQueue(clock=lambda: 0.0)
+    for n in range(1000):
+        queue.add(f"resync-{n}", priority=BACKGROUND)
+    asyncio.get_running_loop().call_soon(queue.add, "user")  # a watch event, read at the loop's next turn
+    delivered = []
+    while len(queue):
+        key = await queue.get()  # reconciles that find everything in memory have no await of their own
+        queue.done(key)
+        delivered.append(key)
+    assert "user" in delivered[:2]
+
+
 async def test_default_priority_is_a_users(queue):
     queue.add("resync", priority=BACKGROUND)
     queue.add("plain")
