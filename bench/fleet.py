@@ -246,15 +246,16 @@ def main() -> int:
             during = []
             for k, trigger in enumerate(TRIGGERS):
                 wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
+                resyncs = operator.metrics()["ipo_resyncs_total"]
                 if trigger == "describing":  # the resync's first Describe reached EC2: its N re-checks come next
                     seen = describes()
                     poll(lambda: describes() > seen, "the next resync's Describe calls")
                 else:  # the resync has described every instance and queued its N re-checks
-                    resyncs = operator.metrics()["ipo_resyncs_total"]
                     poll(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, "the next resync")
                 triggered, depth = time.monotonic(), queue_depth()
                 took, meanwhile = apply_to_ready(f"user-{trigger}-{k}", next(extra))
-                wait_until(lambda: queue_depth() == 0, 600, "the resync's re-checks")
+                wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs and queue_depth() == 0, 600,
+                           "the resync's re-checks")
                 during.append({"trigger": trigger, "apply_to_ready_s": round(took, 2), "queue_depth_when_applied": depth,
                                **meanwhile, "resync_rechecks_done_after_s": round(time.monotonic() - triggered, 1)})
             idle_median = statistics.median(idle)

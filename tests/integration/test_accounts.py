@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
 
 from instance_profile_operator.accounts import Accounts
@@ -22,8 +23,16 @@ def accounts(devenv, monkeypatch) -> Accounts:
     return Accounts(region=devenv.region, role_session_name="instance-profile-operator-test")
 
 
+def whole(session: boto3.Session) -> boto3.Session:
+    """The same identity with botocore's whole API models: the operator's sessions know only
+    the operations it calls (apimodel.py), and tests launch instances and ask STS who they are."""
+    credentials = session.get_credentials().get_frozen_credentials()
+    return boto3.Session(aws_access_key_id=credentials.access_key, aws_secret_access_key=credentials.secret_key,
+                         aws_session_token=credentials.token, region_name=session.region_name)
+
+
 def launch(session) -> str:
-    return session.client("ec2").run_instances(ImageId=AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    return whole(session).client("ec2").run_instances(ImageId=AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
 
 
 def visible(session, instance_id: str) -> bool:
@@ -33,9 +42,9 @@ def visible(session, instance_id: str) -> bool:
 
 def test_assumed_role_acts_in_the_roles_account(accounts: Accounts):
     own, other = accounts.session(OWN_ACCOUNT), accounts.session(OTHER)
-    assert other.client("sts").get_caller_identity()["Arn"] == (
+    assert whole(other).client("sts").get_caller_identity()["Arn"] == (
         f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/instance-profile-operator/instance-profile-operator-test")
-    assert own.client("sts").get_caller_identity()["Account"] != OTHER_ACCOUNT
+    assert whole(own).client("sts").get_caller_identity()["Account"] != OTHER_ACCOUNT
 
     in_other, in_own = launch(other), launch(own)
     assert visible(other, in_other) and not visible(own, in_other)
@@ -44,7 +53,7 @@ def test_assumed_role_acts_in_the_roles_account(accounts: Accounts):
 
 def test_profiles_of_the_other_account_are_associated_there(accounts: Accounts):
     other = accounts.session(OTHER)
-    iam, ec2 = other.client("iam"), other.client("ec2")
+    iam, ec2 = whole(other).client("iam"), other.client("ec2")
     try:
         arn = iam.create_instance_profile(InstanceProfileName="team-b-web")["InstanceProfile"]["Arn"]
     except iam.exceptions.EntityAlreadyExistsException:
