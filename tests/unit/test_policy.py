@@ -348,6 +348,7 @@ def test_allowed_means_some_policy_allows_everything(policies, labels, profile, 
         assert len({p.account for p in allowing}) != 1
 
 
-@given(st.lists(POLICIES, max_size=4), LABELS, PROFILES, REGIONS, ALL_TAGS)
+# Policies are cluster-scoped: the book holds one per name, and evaluate() orders by name.
+@given(st.lists(POLICIES, max_size=4, unique_by=lambda policy: policy.name), LABELS, PROFILES, REGIONS, ALL_TAGS)
 def test_evaluation_does_not_depend_on_policy_order(policies, labels, profile, region, tags):
     assert evaluate(policies, "ns", labels, profile, region, tags) == evaluate(policies[::-1], "ns", labels, profile, region, tags)
