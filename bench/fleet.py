@@ -216,23 +216,13 @@ def main() -> int:
                 began = time.monotonic()
                 sampler.start()
                 api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(name, instance_id))
-                while not ready(api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)):
-                    if time.monotonic() - began > 600:
-                        raise TimeoutError(f"{name} not Ready after 600 s")
-                    time.sleep(0.02)
+                wait_until(lambda: ready(api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)), 600,
+                           f"{name} Ready", interval=0.02)
                 took = time.monotonic() - began
                 done.set()
                 sampler.join()
                 return took, {"metrics_samples": len(samples), "queue_depth_max": max(d for _, d in samples),
                               "other_reconciles_meanwhile": samples[-1][0] - samples[0][0] - 1}
-
-            def poll(check, what: str) -> None:
-                """Like wait_until, at 5 ms: the triggers below last a second or two."""
-                deadline = time.monotonic() + args.resync_seconds * 3
-                while not check():
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"timed out waiting for {what}")
-                    time.sleep(0.005)
 
             def describes() -> int:
                 return emulator.counts()["requests"].get("DescribeIamInstanceProfileAssociations", 0)
@@ -249,9 +239,10 @@ def main() -> int:
                 resyncs = operator.metrics()["ipo_resyncs_total"]
                 if trigger == "describing":  # the resync's first Describe reached EC2: its N re-checks come next
                     seen = describes()
-                    poll(lambda: describes() > seen, "the next resync's Describe calls")
+                    wait_until(lambda: describes() > seen, args.resync_seconds * 3, "the next resync's Describe calls", interval=0.005)
                 else:  # the resync has described every instance and queued its N re-checks
-                    poll(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, "the next resync")
+                    wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, args.resync_seconds * 3, "the next resync",
+                               interval=0.005)
                 triggered, depth = time.monotonic(), queue_depth()
                 took, meanwhile = apply_to_ready(f"user-{trigger}-{k}", next(extra))
                 wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs and queue_depth() == 0, 600,

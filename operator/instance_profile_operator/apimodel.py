@@ -28,7 +28,8 @@ OPERATIONS = {"ec2": EC2_OPERATIONS, "sts": STS_OPERATIONS}
 
 
 class TrimmedLoader(botocore.loaders.Loader):
-    """A botocore loader that knows only ``keep``'s services, trimmed to the operations named there."""
+    """A botocore loader whose models of ``keep``'s services hold only the operations named there,
+    and whose endpoints are those of ``keep``'s services alone."""
 
     def __init__(self, search_paths: list[str], keep: Mapping[str, frozenset[str]] = OPERATIONS):
         super().__init__(extra_search_paths=search_paths, include_default_search_paths=False)

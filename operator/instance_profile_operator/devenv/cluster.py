@@ -84,8 +84,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check, timeout: float, what: str, processes: dict[str, subprocess.Popen] | None = None) -> None:
-    """Poll ``check`` until it returns true; fail early if a watched process exits."""
+def wait_until(check, timeout: float, what: str, processes: dict[str, subprocess.Popen] | None = None,
+               interval: float = 0.1) -> None:
+    """Poll ``check`` every ``interval`` seconds until it returns true; fail early if a watched
+    process exits."""
     deadline = time.monotonic() + timeout
     while True:
         for name, process in (processes or {}).items():
@@ -98,7 +100,7 @@ def wait_until(check, timeout: float, what: str, processes: dict[str, subprocess
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 class DevEnv:
