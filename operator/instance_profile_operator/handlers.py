@@ -66,7 +66,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # In status, which tenants who may edit a binding (its metadata included) cannot write: kopf's
+    # progress annotations were theirs to forge, and a malformed one stalled the finalizer.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.enabled = False  # the controller records aggregated Events of its own
     settings.scanning.disabled = False  # watch CRDs: stop serving when ours goes, resume when it is back

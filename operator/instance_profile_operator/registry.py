@@ -1,8 +1,8 @@
 """The bindings the operator knows of, fed by the watch, indexed by the instance they name.
 
-It answers who owns an instance when several bindings name it (the earliest created wins;
-the others report ``Conflict`` and make no EC2 call), and which instances the periodic
-resync has to describe. An instance is identified by account, region and ID: a binding's
+It answers who owns an instance when several bindings name it (the earliest created of those
+that their policies admit wins; the others report ``Conflict`` and make no EC2 call), and which
+instances the periodic resync has to describe. An instance is identified by account, region and ID: a binding's
 account is what its allowing policy decided (``place``), else what its status recorded.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .model import Binding, InvalidSpec, Place, Target, interned
 
@@ -89,11 +89,16 @@ class Registry:
         self._accounts.pop(key, None)
         return sorted(self._unindex(key))
 
-    def owner(self, target: Target) -> Binding | None:
-        keys = self._by_target.get(target)
-        if not keys:
-            return None
-        return min((self._bindings[k] for k in keys), key=lambda b: b.precedence)
+    def owner(self, target: Target, eligible: Callable[[Binding], bool] = lambda binding: True) -> Binding | None:
+        """The first (by precedence) of the ``eligible`` bindings that name ``target``: only a
+        binding that its policies admit there may own an instance (the caller decides)."""
+        contenders = [self._bindings[k] for k in self._by_target.get(target, ()) if eligible(self._bindings[k])]
+        return min(contenders, key=lambda b: b.precedence) if contenders else None
+
+    def rivals(self, key: Key) -> list[Binding]:
+        """The other bindings that name the instance ``key`` names."""
+        target = self._targets.get(key)
+        return [self._bindings[k] for k in self._by_target.get(target, ()) if k != key] if target else []
 
     def keys(self) -> list[Key]:
         return list(self._bindings)
