@@ -25,6 +25,7 @@ class Made:
     association: Association
     target: Target
     at: float  # when (monotonic clock)
+    seen: bool = False  # a describe has shown it
 
 
 @dataclass(frozen=True)

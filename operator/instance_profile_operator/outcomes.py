@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from . import status
@@ -74,15 +74,17 @@ class Outcomes:
 
     def observed(self, binding: Binding, association: Association | None) -> Association | None:
         """What EC2's describe shows of the binding's instance, corrected for its lag: an association
-        made less than ``VISIBILITY_GRACE`` ago that the describe misses is taken as EC2 answered it."""
+        made less than ``VISIBILITY_GRACE`` ago that no describe has shown yet is taken as EC2 answered it."""
         made = self._made.get(binding.key)
         if made is None:
             return association
         if association is not None and association.association_id == made.association.association_id:
             if binding.status.get("associationId") == association.association_id:
                 del self._made[binding.key]  # seen and recorded
+            else:
+                self._made[binding.key] = replace(made, seen=True)
             return association
-        if association is None and self._clock() - made.at < VISIBILITY_GRACE:
+        if association is None and not made.seen and self._clock() - made.at < VISIBILITY_GRACE:
             return made.association
         return association
 

@@ -1,7 +1,8 @@
 """A small fault-injecting HTTP proxy in front of moto's server.
 
-moto does not throttle, fail with 5xx, delay IAM propagation or leave associations in
-``associating``; this proxy makes those things happen on request, and counts every EC2
+moto does not throttle, fail with 5xx, delay IAM propagation, leave associations in
+``associating`` or lag its describes behind its mutations (EC2 is eventually consistent); this
+proxy makes those things happen on request, and counts every EC2
 action that passes through it (the operator's API calls, as EC2 would bill them).
 """
 
@@ -43,6 +44,8 @@ class FaultProxy:
         self._associating_describes = 0
         self._pending_describes = 0
         self._delays: dict[str, float] = {}
+        self._hide_for = 0.0
+        self._hidden: dict[bytes, float] = {}  # association ID -> until when describes miss it
         self._lock = threading.Lock()
         proxy = self
 
@@ -94,6 +97,12 @@ class FaultProxy:
         with self._lock:
             self._pending_describes = describes
 
+    def hide_new_associations(self, seconds: float) -> None:
+        """Make DescribeIamInstanceProfileAssociations miss each association that an Associate
+        call makes for ``seconds`` after it was made (EC2's eventual consistency)."""
+        with self._lock:
+            self._hide_for = seconds
+
     def delay(self, action: str, seconds: float) -> None:
         """Hold every ``action`` call this long before forwarding it."""
         with self._lock:
@@ -105,6 +114,8 @@ class FaultProxy:
             self._associating_describes = 0
             self._pending_describes = 0
             self._delays.clear()
+            self._hide_for = 0.0
+            self._hidden.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -127,6 +138,7 @@ class FaultProxy:
 
     def _rewrite(self, action: str, payload: bytes) -> bytes:
         with self._lock:
+            payload = self._lag(action, payload)
             if action == "DescribeInstances" and self._pending_describes:
                 self._pending_describes -= 1
                 return re.sub(rb"(<instanceState>\s*<code>)16(</code>\s*<name>)running(</name>)", rb"\g<1>0\g<2>pending\g<3>", payload)
@@ -137,6 +149,21 @@ class FaultProxy:
             elif action not in ("AssociateIamInstanceProfile", "ReplaceIamInstanceProfileAssociation"):
                 return payload
         return re.sub(rb"<state>associated</state>", b"<state>associating</state>", payload)
+
+    def _lag(self, action: str, payload: bytes) -> bytes:
+        """Hide what ``hide_new_associations`` says (called with the lock held)."""
+        now = time.monotonic()
+        if action == "AssociateIamInstanceProfile" and self._hide_for:
+            for association_id in re.findall(rb"<associationId>([^<]+)</associationId>", payload):
+                self._hidden[association_id] = now + self._hide_for
+        elif action == "DescribeIamInstanceProfileAssociations":
+            for association_id, until in list(self._hidden.items()):
+                if until <= now:
+                    del self._hidden[association_id]
+                    continue
+                payload = re.sub(rb"<item>(?:(?!</item>).)*<associationId>" + re.escape(association_id) + rb"</associationId>.*?</item>",
+                                 b"", payload, flags=re.S)
+        return payload
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         text = body.decode("utf-8", "replace")

@@ -266,3 +266,23 @@ def test_upsert_tolerates_non_mapping_profile():
     reg = Registry(DEFAULT_REGION)
     assert reg.upsert(bad) is True
     assert reg.target(bad) is None
+
+
+# --------------------------------------------------------------------------------------------
+# owner(eligible): only bindings their policies admit own an instance
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_denied_binding_created_first_never_owns_the_instance():
+    squatter = binding("squatter", namespace="no-policy", created="2025-01-01T00:00:00Z")
+    legit = binding("legit", namespace="team-a", created="2025-01-01T00:00:05Z")
+    reg = registry(squatter, legit)
+    assert reg.owner(TARGET) == squatter  # by precedence alone
+    assert reg.owner(TARGET, lambda b: b.namespace != "no-policy") == legit
+    assert reg.owner(TARGET, lambda b: False) is None
+
+
+def test_rivals_are_the_other_bindings_of_the_instance():
+    a, b, elsewhere = binding("a"), binding("b"), binding("c", instance="i-0fffffffffffffff0")
+    reg = registry(a, b, elsewhere)
+    assert reg.rivals(a.key) == [b] and reg.rivals(elsewhere.key) == [] and reg.rivals(("x", "y")) == []
