@@ -210,6 +210,7 @@ class Controller:
         """What this pass concludes (None: the binding's namespace is not known yet)."""
         admission = await self.gate.admit(binding, desired)
         if isinstance(admission, Denied):
+            self.registry.deny(binding.key)
             return outcomes.denied(admission)
         if isinstance(admission, NamespaceNotSeen):
             return None
