@@ -39,6 +39,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.calls: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.bodies: list[str] = []  # every request, for ``mentioning``
         self.in_flight = 0
         self._faults: list[Fault] = []
         self._associating_describes = 0
@@ -121,6 +122,12 @@ class FaultProxy:
         with self._lock:
             self.calls.clear()
             self.injected.clear()
+            self.bodies.clear()
+
+    def mentioning(self, text: str) -> list[str]:
+        """The actions of the requests that named ``text`` (an instance or association ID)."""
+        with self._lock:
+            return [parse_qs(body).get("Action", ["?"])[0] for body in self.bodies if text in body]
 
     # -- the proxy -----------------------------------------------------------------------
 
@@ -170,6 +177,7 @@ class FaultProxy:
         action = parse_qs(text).get("Action", ["?"])[0]
         with self._lock:
             self.calls[action] += 1
+            self.bodies.append(text)
             hold = self._delays.get(action, 0.0)
         if hold:
             time.sleep(hold)
