@@ -16,7 +16,7 @@ import logging
 from typing import Any, Awaitable, Callable, Mapping
 
 from . import custody
-from .api import Reason
+from .api import GROUP, Reason
 from .decision import Disassociate, Settling
 from .ec2 import Ec2Gateway
 from .faults import AwsFault
@@ -35,6 +35,7 @@ NORMAL, WARNING = "Normal", "Warning"
 Publish = Callable[..., Awaitable[bool]]
 GONE = "InvalidAssociationID.NotFound"
 SETTLING = "IncorrectState"  # e.g. disassociating an association that is still associating
+BOOKKEEPING_PREFIXES = (f"{GROUP}/", "kopf.zalando.org/")  # annotations that look like the operator's; it reads none
 
 
 class RetryLater(Exception):
@@ -57,6 +58,7 @@ class Finalizer:
     async def finalize(self, body: Mapping[str, Any], retry: int) -> None:
         """Undo the binding's record in EC2 before the finalizer goes; raises RetryLater to be called again."""
         binding = Binding.from_body(body)
+        await self._warn_of_bookkeeping_annotations(binding, body)
         if await self.writer.crd_deleting():
             await release_on_uninstall(self.writer, binding)
             return
@@ -74,6 +76,15 @@ class Finalizer:
             for record in records:
                 await self._remove(current, record, retry)
         log.info("%s: finalized (%s)", binding.ref, f"{len(records)} recorded association(s) handled" if records else "nothing recorded")
+
+    async def _warn_of_bookkeeping_annotations(self, binding: Binding, body: Mapping[str, Any]) -> None:
+        """Whoever may edit a binding may write its annotations: the operator keeps its bookkeeping
+        in status and reads none of them, and says so (one Event, counted on repeats)."""
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        ignored = sorted(key for key in annotations if key.startswith(BOOKKEEPING_PREFIXES))
+        if ignored:
+            await self.writer.record(binding, Event(WARNING, Reason.ANNOTATION_IGNORED, (
+                f"ignored annotations {', '.join(ignored)}: the operator keeps its bookkeeping in status, not in annotations")))
 
     async def _remove(self, binding: Binding, record: custody.Record, retry: int) -> None:
         try:

@@ -129,6 +129,8 @@ def test_malformed_bookkeeping_annotations_never_stall_the_finalizer(devenv, ope
     wait_for(lambda: bindings.get("web") is None, 20, "the binding gone despite the annotations")
     assert live(ec2, instance_id) == []
     assert proxy.injected["DisassociateIamInstanceProfile"] == 1
+    [warning] = [e for e in bindings.events("web") if e.reason == "AnnotationIgnored"]
+    assert warning.type == "Warning" and "ec2.instanceprofiles.dev/finalize," in warning.message
 
 
 def test_a_denied_binding_created_first_never_puts_an_admitted_one_in_conflict(
