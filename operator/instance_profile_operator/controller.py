@@ -198,12 +198,12 @@ class Controller:
                 step = self.outcomes.failed(binding, fault.kind, str(fault))
             if step is None:
                 return NAMESPACE_WAIT  # its watch event requeues the binding; this is a safety net
-            for event in step.events:  # before the status: whoever sees the status finds its Event
+            for event in () if step.announce else step.events:  # before the status: whoever sees it finds its Event
                 await self.writer.record(binding, event)
             if step.report is not None:
                 target = self.registry.target(binding)
                 await self._publish(binding, target.region if target else desired.target.region, step.report,
-                                    role_arn=target.account if target else "")
+                                    step.events if step.announce else (), target.account if target else "")
             return step.requeue
 
     async def _step(self, binding: Binding, desired: Desired) -> Step | None:
@@ -227,7 +227,7 @@ class Controller:
         other = f"InstanceProfileBinding {owner.name}" if owner.namespace == binding.namespace else "a binding in another namespace"
         message = (f"instance {target.instance_id} in {target.region} is already bound by {other}; "
                    "this binding takes over when that one is deleted")
-        return Step(Report(Reason.CONFLICT, message, stalled=True), (Event(WARNING, Reason.CONFLICT, message),))
+        return Step(Report(Reason.CONFLICT, message, stalled=True), (Event(WARNING, Reason.CONFLICT, message),), announce=True)
 
     async def _converge(self, binding: Binding, admission: Admitted) -> Step:
         desired = admission.desired
@@ -269,7 +269,7 @@ class Controller:
         return result
 
     async def _publish(self, binding: Binding, region: str, report: Report, announce: tuple[Event, ...] = (),
-                       role_arn: str | None = None) -> bool:
+                       role_arn: str = "") -> bool:
         """Write the status if it changed, after recording the ``announce`` Events; True if it did."""
         new = status.render(binding.status, binding.generation, region, report, self._now(), role_arn)
         if not status.differs(binding.status, new):

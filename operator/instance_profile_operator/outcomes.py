@@ -43,12 +43,13 @@ class Step:
     report: Report | None
     events: tuple[Event, ...] = ()
     requeue: float | None = None
+    announce: bool = False  # the events go with a change of status only (a verdict, not an attempt)
 
 
 def denied(verdict: Denied) -> Step:
     """A binding no policy allows: Stalled until a policy changes; what it associated earlier stays."""
     report = Report(Reason.POLICY_DENIED, verdict.message, stalled=True, association_known=False)
-    return Step(report, (Event(WARNING, Reason.POLICY_DENIED, verdict.message),))
+    return Step(report, (Event(WARNING, Reason.POLICY_DENIED, verdict.message),), announce=True)
 
 
 class Outcomes:
