@@ -89,7 +89,8 @@ class FaultProxy:
             self._faults.append(Fault(action, code, message, status, times, match))
 
     def report_associating(self, describes: int) -> None:
-        """Make new associations look ``associating`` until ``describes`` Describe calls later."""
+        """Make new associations look ``associating`` until ``describes`` Describe calls later;
+        meanwhile EC2 refuses to disassociate them (``IncorrectState``), as it does while one settles."""
         with self._lock:
             self._associating_describes = describes
 
@@ -182,6 +183,10 @@ class FaultProxy:
         if hold:
             time.sleep(hold)
         fault = self._pick_fault(action, text)
+        with self._lock:
+            if fault is None and action == "DisassociateIamInstanceProfile" and self._associating_describes:
+                self.injected[action] += 1
+                fault = Fault(action, "IncorrectState", "The association is not in a valid state: associating", 400, None, None)
         if fault is not None:
             self._respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")
             return
