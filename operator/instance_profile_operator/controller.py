@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from . import custody, memory, outcomes, status
 from .api import Reason
-from .decision import Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
+from .decision import MUTATIONS, Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
 from .ec2 import Ec2Gateway
 from .faults import AwsFault, FaultKind
 from .finalizer import Finalizer
@@ -251,10 +251,17 @@ class Controller:
                 where = "does not exist" if action.state is InstanceState.NOT_FOUND else f"is {action.state.value}"
                 message = f"instance {target.instance_id} {where} in {target.region}"
                 return self.outcomes.failed(binding, FaultKind.INSTANCE_NOT_FOUND, message)
+            if isinstance(action, MUTATIONS) and self._moved_on(binding):
+                return Step(None)  # deleted or changed meanwhile: the finalizer or the next pass decides
             result = await self._apply(target, action)
         except AwsFault as fault:
             return self.outcomes.failed(binding, fault.kind, str(fault))
         return self.outcomes.succeeded(binding, desired, action, result)
+
+    def _moved_on(self, binding: Binding) -> bool:
+        """Whether the binding was deleted or its spec changed since this pass read it."""
+        current = self.registry.get(binding.key)
+        return current is None or current.deleting or current.generation != binding.generation
 
     async def _apply(self, target: Target, action: Action) -> Association | None:
         if isinstance(action, Associate):
