@@ -64,8 +64,8 @@ class Finalizer:
             return
         async with self._locks.hold(binding.key):
             current = await self.writer.binding(binding.namespace, binding.name)  # the status as last written
-            if current is None:
-                return
+            if current is None or current.uid != binding.uid:
+                return  # gone already (and maybe created anew: that one is not this one's to touch)
             records = custody.records(current.status, self._outcomes.made(binding.key))
             if current.spec.get("deletionPolicy") == "Retain":
                 for record in records:
