@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from instance_profile_operator.accounts import Accounts, assume_fault, session_name
-from instance_profile_operator.faults import FaultKind
+from instance_profile_operator.faults import WITHHELD, FaultKind
 from instance_profile_operator.model import Account
 
 ROLE = "arn:aws:iam::222233334444:role/instance-profile-operator"
@@ -44,7 +44,8 @@ def test_session_name_is_always_acceptable_to_sts(identity):
 def test_assume_fault(code, status, kind):
     fault = assume_fault(ROLE, code, "User: x is not authorized to perform: sts:AssumeRole", status)
     assert fault.kind is kind and fault.code == code
-    assert str(fault) == f"{code}: cannot assume role {ROLE}: User: x is not authorized to perform: sts:AssumeRole"
+    assert str(fault) == f"{code}: cannot assume role <role>: User: x is not authorized to perform: sts:AssumeRole{WITHHELD}"
+    assert fault.detail == f"cannot assume role {ROLE}: User: x is not authorized to perform: sts:AssumeRole"  # for the log
 
 
 def test_accounts_share_one_api_model_loader():
