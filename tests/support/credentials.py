@@ -17,8 +17,10 @@ import json
 import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
+
+from .localserver import LocalServer, QuietHandler, respond
 
 IMDS_TOKEN_PATH = "/latest/api/token"
 IMDS_ROLE_PATH = "/latest/meta-data/iam/security-credentials/"
@@ -28,8 +30,8 @@ def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _Endpoint:
-    """A threaded HTTP server that mints credentials; subclasses answer requests."""
+class _Endpoint(LocalServer):
+    """A server that mints credentials; subclasses answer requests."""
 
     prefix = "ASIA"
 
@@ -42,31 +44,14 @@ class _Endpoint:
         self._lock = threading.Lock()
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 endpoint._answer(self, "GET")
 
             def do_PUT(self) -> None:  # noqa: N802
                 endpoint._answer(self, "PUT")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> "_Endpoint":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
     def _mint(self) -> dict[str, str]:
         with self._lock:
@@ -79,15 +64,7 @@ class _Endpoint:
     def _refuse(self, handler: BaseHTTPRequestHandler, status: int) -> None:
         with self._lock:
             self.refused += 1
-        self._send(handler, status, b"refused", "text/plain")
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, kind: str) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", kind)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        respond(handler, status, b"refused", "text/plain")
 
     def _answer(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         raise NotImplementedError
@@ -106,7 +83,7 @@ class ContainerCredentials(_Endpoint):
         if method != "GET" or handler.headers.get("Authorization") != self.token:
             self._refuse(handler, 401)
             return
-        self._send(handler, 200, json.dumps({**self._mint(), "AccountId": "123456789012"}).encode(), "application/json")
+        respond(handler, 200, json.dumps({**self._mint(), "AccountId": "123456789012"}).encode(), "application/json")
 
 
 class InstanceMetadata(_Endpoint):
@@ -124,13 +101,13 @@ class InstanceMetadata(_Endpoint):
         if method == "PUT" and handler.path == IMDS_TOKEN_PATH and handler.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
             with self._lock:
                 self.tokens_handed_out += 1
-            self._send(handler, 200, self.session_token.encode(), "text/plain")
+            respond(handler, 200, self.session_token.encode(), "text/plain")
         elif method != "GET" or handler.headers.get("X-aws-ec2-metadata-token") != self.session_token:
             self._refuse(handler, 401)
         elif handler.path == IMDS_ROLE_PATH:
-            self._send(handler, 200, self.role.encode(), "text/plain")
+            respond(handler, 200, self.role.encode(), "text/plain")
         elif handler.path == IMDS_ROLE_PATH + self.role:
             body = {"Code": "Success", "LastUpdated": iso(time.time()), "Type": "AWS-HMAC", **self._mint()}
-            self._send(handler, 200, json.dumps(body).encode(), "application/json")
+            respond(handler, 200, json.dumps(body).encode(), "application/json")
         else:
             self._refuse(handler, 404)

@@ -19,10 +19,11 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 from .credentials import iso
+from .localserver import LocalServer, QuietHandler, respond
 
 _SIGNER = re.compile(r"Credential=(?P<key>[^/]+)/[0-9]{8}/(?P<region>[^/]+)/")
 _ISSUED = re.compile(rb"<AccessKeyId>(?P<key>[^<]+)</AccessKeyId>")
@@ -44,7 +45,7 @@ class Fault:
     match: str | None  # substring of the request body, e.g. an instance ID
 
 
-class FaultProxy:
+class FaultProxy(LocalServer):
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
         self.calls: Counter[str] = Counter()
@@ -65,7 +66,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with proxy._lock:
@@ -76,24 +77,7 @@ class FaultProxy:
                     with proxy._lock:
                         proxy.in_flight -= 1
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> "FaultProxy":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
     # -- what tests call -----------------------------------------------------------------
 
@@ -232,7 +216,7 @@ class FaultProxy:
             time.sleep(hold)
         if expired:
             message = "The security token included in the request is expired"
-            self._respond(handler, 400, ERROR_XML.format(code="ExpiredToken", message=message).encode(), "text/xml")
+            respond(handler, 400, ERROR_XML.format(code="ExpiredToken", message=message).encode(), "text/xml")
             return
         fault = self._pick_fault(action, text)
         with self._lock:
@@ -240,7 +224,7 @@ class FaultProxy:
                 self.injected[action] += 1
                 fault = Fault(action, "IncorrectState", "The association is not in a valid state: associating", 400, None, None)
         if fault is not None:
-            self._respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")
+            respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}
         request = urllib.request.Request(self.upstream + handler.path, data=body, headers=headers, method="POST")
@@ -249,12 +233,4 @@ class FaultProxy:
                 status, payload, kind = response.status, response.read(), response.headers.get("Content-Type", "text/xml")
         except urllib.error.HTTPError as error:
             status, payload, kind = error.code, error.read(), error.headers.get("Content-Type", "text/xml")
-        self._respond(handler, status, self._rewrite(action, payload) if status == 200 else payload, kind)
-
-    @staticmethod
-    def _respond(handler: BaseHTTPRequestHandler, status: int, payload: bytes, kind: str) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", kind)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        respond(handler, status, self._rewrite(action, payload) if status == 200 else payload, kind)
