@@ -38,5 +38,6 @@ class Reason:
     AWS_ERROR = "AWSError"
     CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
     POLICY_DENIED = "PolicyDenied"
+    INTERNAL_ERROR = "InternalError"
     RELEASED = "Released"
     ANNOTATION_IGNORED = "AnnotationIgnored"

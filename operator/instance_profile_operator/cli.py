@@ -12,6 +12,7 @@ import kopf
 import kubernetes
 
 from . import __version__, leader, memory, metrics
+from .accounts import RefreshFailureLog
 from .handlers import QuietWatchLog, SayOnce, build_registry
 from .kube import KubeConfigMissing, check_kube_config, load_api_client
 from .settings import Settings, SettingsError, add_arguments, boolean, from_arguments, from_env
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(QuietWatchLog())
     logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
+    logging.getLogger("botocore.credentials").addFilter(RefreshFailureLog())
     asyncio.run(run_operator(settings))
     return 0
 

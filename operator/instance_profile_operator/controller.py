@@ -140,8 +140,10 @@ class Controller:
     async def resync(self) -> None:
         """Describe every bound instance in one batched pass, then reconcile every binding
         that is not waiting out a failure backoff."""
+        places = self.registry.instances_by_place()
+        self.gateway.retain(places)  # clients and rate-limit buckets of places nobody names go
         try:
-            await self.observer.refresh(self.registry.instances_by_place())
+            await self.observer.refresh(places)
         except AwsFault as fault:
             log.warning("resync could not describe associations, trying again next interval: %s", fault)
             return
@@ -168,15 +170,32 @@ class Controller:
                 delay = await self.reconcile(key)
                 self._crashes.pop(key, None)
                 result = reconcile_result(delay, failed=self.outcomes.failing(key))
-            except Exception:  # the API server or a bug: log, back off, never stop the worker
+            except Exception as error:  # the API server or a bug: say so, back off, never stop the worker
                 attempt = self._crashes[key] = self._crashes.get(key, 0) + 1
                 delay = backoff(attempt - 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-                log.exception("reconciling %s/%s failed; retrying in %.1f s", *key, delay)
+                log.error("reconciling %s/%s failed (attempt %d); retrying in %.1f s", *key, attempt, delay,
+                          exc_info=attempt == 1)  # the traceback once, not at every retry
+                await self._report_internal_error(key, error)
             finally:
                 self.queue.done(key)
                 self.metrics.reconciled(result, self._clock() - started)
             if delay is not None:  # a settle check ends a change made: it goes first
                 self.queue.add(key, delay, Priority.FOLLOW_UP if self.outcomes.settling(key) else Priority.USER)
+
+    async def _report_internal_error(self, key: Key, error: Exception) -> None:
+        """An exception nothing classified: the binding shows it (Ready=False, InternalError) rather
+        than keeping a status that no longer says what happens."""
+        binding = self.registry.get(key)
+        if binding is None or binding.deleting:
+            return
+        said = " ".join(str(error).split())[:300]  # an API error's text can run to its response headers
+        message = f"{type(error).__name__}: {said}; retrying with backoff (the operator's log has the traceback)"
+        try:
+            await self._publish(binding, binding.spec.get("region") or self.settings.region,
+                                Report(Reason.INTERNAL_ERROR, message, reconciling=True, association_known=False),
+                                (Event(WARNING, Reason.INTERNAL_ERROR, message),))
+        except Exception as failure:  # the API server itself, most likely
+            log.warning("could not report it on %s/%s either: %s: %s", *key, type(failure).__name__, failure)
 
     # -- reconcile -----------------------------------------------------------------------
 

@@ -4,8 +4,10 @@ boto3 is synchronous, so calls run on a small dedicated thread pool and the even
 blocks. We chose that over an async botocore (aiobotocore) on purpose: aiobotocore pins exact
 botocore releases, which couples the operator's boto3 to another project's release cadence,
 while the operator's EC2 call rate is bounded by EC2's own API limits, for which a handful of
-threads is plenty. boto3 clients are thread-safe; one is kept per account and region, made from
-the account's session (``accounts.Accounts``: the operator's own credentials or an assumed role).
+threads is plenty. boto3 clients are thread-safe; one is kept per account (role ARN and external
+ID) and region, made by ``accounts.Accounts`` once the account's credentials are at hand, and
+dropped with its rate-limit buckets when no binding names that place any more (``retain``). A
+region the account's partition does not have is refused before any client or token.
 
 Every request first waits for a token of its (account, region, action) from the
 ``RateLimiter`` (a paginated describe takes one per page), and reports EC2's refusals back to
@@ -14,17 +16,22 @@ tries again once its slowed-down bucket grants another token, a 5xx or timeout a
 jittered backoff, up to ``max_attempts`` in all. The pool size caps concurrent calls, and the
 limiter grants a token only while one of the pool's threads is free (its ``slots``), so a
 request is sent the moment it gets its token. Clients are made on the loop's default executor,
-never holding a thread a granted request waits for.
+never holding a thread a granted request waits for. Before each request the account's credentials
+are checked (refreshed if they expire soon), so that their failures are classified as such.
+
+A fault whose tenant-facing message withholds part of AWS's text (``faults.for_tenants``) is
+logged here with the full text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Collection, Iterable
 
 import boto3
 import botocore.config
@@ -37,6 +44,7 @@ from .model import Account, Association, AssociationState, Instance, InstanceSta
 from .ratelimit import RateLimiter
 from .workqueue import backoff
 
+log = logging.getLogger(__name__)
 MAX_FILTER_VALUES = 200  # EC2's limit on the values of one filter
 RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 0.25, 4.0  # after a 5xx or a timeout
 _RETRIED = (FaultKind.THROTTLED, FaultKind.UNAVAILABLE)
@@ -101,14 +109,16 @@ class Ec2Gateway:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _client(self, account: str, region: str) -> Any:
-        with self._lock:  # boto3 sessions are not thread-safe; clients are
-            if (account, region) not in self._clients:
-                session = self._accounts.session(self._account_of(account))
-                self._clients[account, region] = session.client("ec2", region_name=region, config=self._config)
-            return self._clients[account, region]
+    def _client(self, account: Account, region: str) -> Any:
+        client = self._clients.get((account, region))
+        if client is None:
+            made = self._accounts.client(account, "ec2", region, self._config)  # outside the lock: it may call STS
+            with self._lock:
+                client = self._clients.setdefault((account, region), made)
+        return client
 
-    def _invoke(self, account: str, region: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _invoke(self, account: Account, region: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._accounts.credentials(account)  # refreshed here if need be: a failure is the credentials', classified
         try:
             return getattr(self._client(account, region), operation)(**params)
         except botocore.exceptions.ClientError as error:
@@ -120,14 +130,34 @@ class Ec2Gateway:
         except (botocore.exceptions.BotoCoreError, OSError) as error:
             raise unreachable(error) from None
 
+    def retain(self, places: Collection[Place]) -> None:
+        """Drop the clients, sessions and rate-limit buckets of places no binding names any more,
+        and the clients of an account whose policy changed its external ID."""
+        with self._lock:
+            for account, region in [key for key in self._clients
+                                    if (key[0].key, key[1]) not in places or self._account_of(key[0].key) != key[0]]:
+                del self._clients[account, region]
+            in_use = {account for account, _ in self._clients}
+        self._accounts.retain(in_use)
+        self.limiter.retain(places)
+
     async def _call(self, region: str, operation: str, account: str = "", **params: Any) -> dict[str, Any]:
+        where = self._account_of(account)
+        try:
+            return await self._attempts(where, region, operation, params)
+        except AwsFault as fault:
+            if fault.detail:  # status and Events show less
+                log.warning("%s in %s with %s failed: %s: %s", operation, region, where.display, fault.code, fault.detail)
+            raise
+
+    async def _attempts(self, account: Account, region: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         action = "".join(word.capitalize() for word in operation.split("_"))
         if (account, region) not in self._clients:  # make the client before the token: a token is sent at once
             await loop.run_in_executor(None, self._client, account, region)
         attempts = 0
         while True:
-            grant = await self.limiter.acquire(account, region, action)
+            grant = await self.limiter.acquire(account.key, region, action)
             self.calls[operation] = self.calls.get(operation, 0) + 1
             attempts += 1
             started = time.monotonic()

@@ -161,7 +161,6 @@ class KubeWriter:
         key = (binding.uid, event.type, event.reason, event.message)
         now = datetime.now(timezone.utc)
         self.events_recorded += 1
-        log.info("%s: %s: %s", binding.ref, event.reason, event.message)
         try:
             if key in self._events:
                 name, count = self._events[key]
@@ -177,6 +176,7 @@ class KubeWriter:
                 except ApiException as error:
                     if error.status != 404:  # expired (Events live an hour): post a new one
                         raise
+            log.info("%s: %s: %s", binding.ref, event.reason, event.message)  # a repeat is only counted, not logged again
             name = f"{binding.name}.{secrets.token_hex(8)}"
             await self._run(self._core.create_namespaced_event, binding.namespace, self._event_body(binding, event, name, now))
             self._events[key] = (name, 1)

@@ -243,7 +243,7 @@ def _names(policies: Iterable[Policy]) -> str:
     return ", ".join(sorted(policy.name for policy in policies))
 
 
-def _settled(allowing: list[Policy]) -> Verdict:
+def _settled(allowing: list[Policy], everyone: list[Policy]) -> Verdict:
     accounts: dict[Account, list[Policy]] = {}
     for policy in allowing:
         accounts.setdefault(policy.account, []).append(policy)
@@ -255,6 +255,12 @@ def _settled(allowing: list[Policy]) -> Verdict:
             f"{' (external ID set)' if second.external_id else ''}; make the policies that allow this binding agree"
         ))
     (account,) = accounts
+    rivals = sorted(p.name for p in everyone if p.account.role_arn == account.role_arn != "" and p.account != account)
+    if rivals:  # the operator could not tell which external ID to assume the role with
+        return Denied(Rule.AMBIGUOUS_ACCOUNT, (
+            f"ambiguous account: InstanceProfilePolicy {accounts[account][0].name} and {rivals[0]} name the same role "
+            "with different external IDs; make the policies that name a role agree on its external ID"
+        ))
     return Allowed(account, tuple(sorted(policy.name for policy in allowing)))
 
 
@@ -269,6 +275,7 @@ def evaluate(
     """Whether a binding in ``namespace`` (with ``labels``) may attach ``profile`` in ``region``,
     and in which account. ``tags`` holds the instance's tags per account key, as far as known."""
     tags = tags or {}
+    policies = list(policies)
     selecting = [policy for policy in policies if policy.selector.matches(labels)]
     if not selecting:
         return Denied(Rule.NO_POLICY, f"no InstanceProfilePolicy selects namespace {namespace}; see {DOCS}")
@@ -287,7 +294,7 @@ def evaluate(
     pending = [p for p in matched if p.instance_tags and p.account.key not in tags]
     known = [p for p in matched if not p.instance_tags or (p.account.key in tags and not p.missing_tags(tags[p.account.key]))]
     if pending:
-        settled = _settled(known) if known else None
+        settled = _settled(known, policies) if known else None
         # Tags can only add allowing policies: a decided ambiguity stays, and policies of the
         # account already allowed change nothing.
         if settled is None or (isinstance(settled, Allowed) and any(p.account != settled.account for p in pending)):
@@ -300,4 +307,4 @@ def evaluate(
             for policy in sorted(matched, key=lambda p: p.name)
         )
         return Denied(Rule.INSTANCE_TAGS, lacking)
-    return _settled(known)
+    return _settled(known, policies)

@@ -59,7 +59,10 @@ class PolicyBook:
         after = self._policies.get(name)
         if after == before:
             return set()
-        return self._selected(before) | self._selected(after)
+        # Policies naming the same role are judged together (one external ID per role): theirs too.
+        roles = {policy.account.role_arn for policy in (before, after) if policy is not None and policy.account.role_arn}
+        sharing = [policy for policy in self._policies.values() if policy.account.role_arn in roles]
+        return set().union(*(self._selected(policy) for policy in (before, after, *sharing)))
 
     def on_namespace(self, event_type: str | None, body: Mapping[str, Any]) -> set[str]:
         """Record a namespace watch event; return {namespace} when the policies selecting it changed

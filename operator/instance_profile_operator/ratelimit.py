@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Collection, Iterator, Mapping
 
 DECREASE = 0.5  # the refill rate is multiplied by this on a refusal
 FLOOR = 0.05  # ... but never drops below this fraction of the configured rate
@@ -197,6 +197,15 @@ class RateLimiter:
         if lane is None:
             lane = self._lanes[key] = _Lane(Bucket.full(self._limits[key[2]], self._clock()))
         return lane
+
+    def retain(self, places: Collection[tuple[str, str]]) -> None:
+        """Drop the buckets of (account, region) places not in ``places`` that nobody waits on; a
+        place named again starts with a full bucket."""
+        for key in [key for key, lane in self._lanes.items() if key[:2] not in places and not lane.waiters]:
+            lane = self._lanes.pop(key)
+            if lane.timer is not None:
+                lane.timer.cancel()
+            self._waiting.discard(lane)
 
     async def acquire(self, account: str, region: str, action: str, priority: int | None = None) -> Grant:
         """Wait for a token of ``(account, region, action)`` and a free slot; by default at the

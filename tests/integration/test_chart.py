@@ -28,7 +28,8 @@ NOT_SERVED_GROUPS = ("monitoring.coreos.com", "cert-manager.io")
 EVERY_OPTION: dict[str, Any] = {
     "image": {"repository": "registry.example.com/ipo", "tag": "1.2.3", "pullPolicy": "Always",
               "pullSecrets": ["registry-credentials"]},
-    "aws": {"region": "eu-west-1", "endpoint_url": "https://ec2.eu-west-1.amazonaws.com"},
+    "aws": {"region": "eu-west-1", "endpoints": {"ec2": "https://vpce-0a1b.ec2.eu-west-1.vpce.amazonaws.com",
+                                                  "sts": "https://vpce-0c2d.sts.eu-west-1.vpce.amazonaws.com"}},
     "log": {"format": "text"},
     "installScope": "namespace",
     "watchNamespace": "team-a,team-b",
@@ -119,7 +120,9 @@ def test_every_option_reaches_the_deployment(helm, tmp_path):
     [container] = pod["containers"]
     env = container_env(deployment)
     assert env["IPO_NAMESPACES"] == "team-a,team-b" and "IPO_ALL_NAMESPACES" not in env
-    assert (env["IPO_REGION"], env["AWS_ENDPOINT_URL"]) == ("eu-west-1", "https://ec2.eu-west-1.amazonaws.com")
+    assert env["IPO_REGION"] == "eu-west-1" and "AWS_ENDPOINT_URL" not in env  # which reaches every service
+    assert (env["AWS_ENDPOINT_URL_EC2"], env["AWS_ENDPOINT_URL_STS"]) == (
+        "https://vpce-0a1b.ec2.eu-west-1.vpce.amazonaws.com", "https://vpce-0c2d.sts.eu-west-1.vpce.amazonaws.com")
     assert (env["IPO_RESYNC_SECONDS"], env["IPO_LOG_FORMAT"], env["IPO_POLICY_ENFORCEMENT"]) == ("120", "text", "Disabled")
     assert env["IPO_METRICS_ADDRESS"] == "0.0.0.0:9090" and env["IPO_WORKERS"] == "32"
     assert env["IPO_WEBHOOK_ADDRESS"] == "0.0.0.0:9443"
@@ -144,6 +147,7 @@ def test_every_option_reaches_the_deployment(helm, tmp_path):
     ({"webhook": {"enabled": True, "certManager": {"enabled": False}, "tls": {"caBundle": "Q0E="}}},
      "webhook.tls.secretName is required"),
     ({"serviceMonitor": {"enabled": True}, "metrics": {"service": {"create": False}}}, "needs metrics.service.create"),
+    ({"aws": {"endpoint_url": "https://ec2.eu-west-1.amazonaws.com"}}, "set aws.endpoints.ec2 (AWS_ENDPOINT_URL_EC2)"),
 ])
 def test_unsafe_values_are_refused(helm, tmp_path, values, error):
     done = helm("template", "ipo", str(CHART), "-f", values_file(tmp_path, values), check=False)

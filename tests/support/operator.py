@@ -28,10 +28,12 @@ FAST = {
 
 class OperatorProcess:
     def __init__(self, kubeconfig: str, aws_env: dict[str, str], log_path: Path,
-                 namespaces: list[str] | None = None, **overrides: str):
+                 namespaces: list[str] | None = None, **overrides: str | None):
+        """``overrides`` win over the environment; a None one removes that variable."""
         self.kubeconfig = kubeconfig
         self.scope = [arg for ns in namespaces for arg in ("--namespace", ns)] if namespaces else ["--all-namespaces"]
-        self.env = {**os.environ, **aws_env, **FAST, **overrides, "KUBECONFIG": kubeconfig}
+        merged = {**os.environ, **aws_env, **FAST, **overrides, "KUBECONFIG": kubeconfig}
+        self.env = {name: value for name, value in merged.items() if value is not None}
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.port = 0

@@ -11,7 +11,7 @@ import pytest
 from instance_profile_operator import ec2
 from instance_profile_operator.ec2 import Ec2Gateway
 from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.model import ProfileRef
+from instance_profile_operator.model import OWN_ACCOUNT, ProfileRef
 from instance_profile_operator.ratelimit import DECREASE, Limit, RateLimiter
 
 THROTTLED = AwsFault(FaultKind.THROTTLED, "RequestLimitExceeded", "Request limit exceeded.")
@@ -33,6 +33,9 @@ class ScriptedGateway(Ec2Gateway):
                          limiter=limiter or RateLimiter({"AssociateIamInstanceProfile": Limit(100, 1000)}))
         self.answers = list(answers)
         self.sent: list[tuple[str, str]] = []
+
+    def _client(self, account, region):
+        return self._clients.setdefault((account, region), "scripted")  # no credentials needed
 
     def _invoke(self, account, region, operation, params):
         self.sent.append((region, operation))
@@ -91,7 +94,7 @@ async def test_a_paginated_describe_takes_one_token_per_page():
 
 def test_botocore_does_not_retry_on_its_own():
     gateway = Ec2Gateway(session=boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"))
-    client = gateway._client("", "us-east-1")
+    client = gateway._client(OWN_ACCOUNT, "us-east-1")
     assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
     gateway.close()
 
@@ -106,7 +109,7 @@ async def test_tokens_are_granted_only_while_a_thread_is_free():
 
     gateway = Blocking([ASSOCIATED] * 5, max_concurrency=2, limiter=RateLimiter({"AssociateIamInstanceProfile": Limit(100, 0.001)}))
     bucket = gateway.limiter.bucket(("", "us-east-1", "AssociateIamInstanceProfile"))
-    gateway._client("", "us-east-1")  # made already: the calls go straight for their tokens
+    gateway._client(OWN_ACCOUNT, "us-east-1")  # made already: the calls go straight for their tokens
     calls = [asyncio.ensure_future(gateway.associate("us-east-1", f"i-{n}", ProfileRef(name="web"))) for n in range(5)]
     await asyncio.sleep(0)  # every call reached its token or its wait (a yield, not a timing assumption)
     assert gateway.limiter.in_use == 2

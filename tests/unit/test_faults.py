@@ -6,7 +6,8 @@ import pytest
 
 from instance_profile_operator.api import Reason
 from instance_profile_operator.faults import (
-    POLICIES, FaultKind, Policy, classify, credentials_unavailable, stalled_and_next_try, unreachable,
+    CREDENTIAL_SOURCES, DECODE_HINT, POLICIES, WITHHELD, FaultKind, Policy, classify, credentials_unavailable, for_tenants,
+    stalled_and_next_try, unreachable,
 )
 
 K = FaultKind
@@ -67,7 +68,7 @@ def test_classify(code, message, status, kind):
     fault = classify(code, message, status)
     assert fault.kind is kind
     assert fault.code == code
-    assert fault.message == message
+    assert fault.message == for_tenants(message) and fault.detail in ("", message)
 
 
 def test_known_code_wins_over_http_status():
@@ -166,3 +167,86 @@ def test_no_credentials_stalls_at_once_with_its_own_reason():
 def test_stalled_shows_when_the_stated_time_has_passed(stalled_after, since, now, backoff_delay, expected):
     policy = Policy(Reason.INSTANCE_NOT_FOUND, 0, stalled_after)
     assert stalled_and_next_try(policy, since, now, backoff_delay) == expected
+
+
+# -- what tenants read ---------------------------------------------------------------------------
+
+BLOB = "AbC-12_x/y+z=" * 40
+OPERATOR = "arn:aws:sts::111122223333:assumed-role/instance-profile-operator/instance-profile-operator-ipo"
+OTHER_ROLE = "arn:aws:iam::222233334444:role/teams/team-b"
+
+
+@pytest.mark.parametrize(("message", "shown"), [
+    pytest.param("Request limit exceeded.", "Request limit exceeded.", id="nothing-to-withhold"),
+    pytest.param("", "", id="empty"),
+    pytest.param(f"You are not authorized to perform this operation. Encoded authorization failure message: {BLOB}",
+                 f"You are not authorized to perform this operation. {DECODE_HINT}", id="encoded-message"),
+    pytest.param(f"You are not authorized to perform this operation. User: {OPERATOR} is not authorized to perform: "
+                 "ec2:AssociateIamInstanceProfile on resource: arn:aws:ec2:us-east-1:111122223333:instance/i-0abc because no "
+                 f"identity-based policy allows the ec2:AssociateIamInstanceProfile action. Encoded authorization failure message: {BLOB}",
+                 "You are not authorized to perform this operation. User: <principal> is not authorized to perform: "
+                 "ec2:AssociateIamInstanceProfile on resource: arn:aws:ec2:us-east-1:111122223333:instance/i-0abc because no "
+                 f"identity-based policy allows the ec2:AssociateIamInstanceProfile action. {DECODE_HINT}{WITHHELD}",
+                 id="ec2-unauthorized-with-principal-and-blob"),
+    pytest.param(f"User: {OPERATOR} is not authorized to perform: sts:AssumeRole on resource: {OTHER_ROLE}",
+                 f"User: <principal> is not authorized to perform: sts:AssumeRole on resource: <role>{WITHHELD}", id="sts-denial"),
+    pytest.param(f"User: {OPERATOR} is not authorized to perform: sts:AssumeRole on resource: {OTHER_ROLE}.",
+                 f"User: <principal> is not authorized to perform: sts:AssumeRole on resource: <role>.{WITHHELD}",
+                 id="sentence-ends-after-the-arn"),
+    pytest.param("User: arn:aws:iam::111122223333:user/ci/deployer is not authorized",
+                 f"User: <principal> is not authorized{WITHHELD}", id="iam-user"),
+    pytest.param("User: arn:aws:iam::111122223333:root is not authorized", f"User: <principal> is not authorized{WITHHELD}", id="root"),
+    pytest.param("User: arn:aws:sts::111122223333:federated-user/bob is not authorized",
+                 f"User: <principal> is not authorized{WITHHELD}", id="federated-user"),
+    pytest.param("arn:aws-cn:iam::111122223333:role/r and arn:aws-us-gov:sts::111122223333:assumed-role/r/s",
+                 f"<role> and <principal>{WITHHELD}", id="other-partitions"),
+    pytest.param("Value (arn:aws:iam::111122223333:instance-profile/web) for parameter iamInstanceProfile.arn is invalid.",
+                 "Value (arn:aws:iam::111122223333:instance-profile/web) for parameter iamInstanceProfile.arn is invalid.",
+                 id="instance-profile-arns-stay"),  # the tenant's own spec names it
+])
+def test_what_tenants_read(message, shown):
+    assert for_tenants(message) == shown
+
+
+def test_an_encoded_message_reads_the_same_at_every_retry():
+    first = classify("UnauthorizedOperation", f"You are not authorized. Encoded authorization failure message: {BLOB}", 403)
+    second = classify("UnauthorizedOperation", f"You are not authorized. Encoded authorization failure message: {BLOB[::-1]}", 403)
+    assert str(first) == str(second) and "aws sts decode-authorization-message" in str(first)
+    assert BLOB in first.detail  # the operator's log has it
+
+
+def test_nothing_withheld_means_no_separate_detail():
+    assert classify("Throttling", "Rate exceeded", 400).detail == ""
+
+
+# -- credentials: which source failed and what to check -------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "named", "check"), [
+    ("assume-role-with-web-identity", "IRSA", "eks.amazonaws.com/role-arn"),
+    ("container-role", "EKS Pod Identity", "eks-pod-identity-agent"),
+    ("iam-role", "instance role", "hop limit"),
+    ("assume-role", "role_arn of the shared config profile", "source_profile"),
+    ("custom-process", "credential_process", "prints credentials as JSON"),
+    ("env", "static keys from the environment", "AWS_SESSION_TOKEN"),
+    ("shared-credentials-file", "shared credentials file", "current"),
+    ("config-file", "shared config file", "current"),
+    ("sso", "IAM Identity Center", "aws sso login"),
+    ("login-of-the-future", "botocore's login-of-the-future credentials", "that source's configuration"),
+])
+def test_a_credentials_failure_names_its_source_and_what_to_check(method, named, check):
+    fault = credentials_unavailable("CredentialRetrievalError", "Error when retrieving credentials.", method)
+    assert fault.kind is K.CREDENTIALS_UNAVAILABLE and fault.code == "CredentialRetrievalError"
+    assert fault.message.startswith(f"{CREDENTIAL_SOURCES[method].name if method in CREDENTIAL_SOURCES else named} failed: "
+                                    "Error when retrieving credentials; check ")
+    assert named in fault.message and check in fault.message
+
+
+def test_a_credentials_failure_withholds_arns_too():
+    fault = credentials_unavailable("AccessDenied", f"User: {OPERATOR} is not authorized", "assume-role-with-web-identity")
+    assert OPERATOR not in str(fault) and OPERATOR in fault.detail
+
+
+def test_an_unknown_region_is_an_invalid_spec_at_once():
+    policy = POLICIES[K.UNKNOWN_REGION]
+    assert (policy.reason, policy.quiet_attempts, policy.stalled_after) == (Reason.INVALID_SPEC, 0, 0.0)

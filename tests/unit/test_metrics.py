@@ -17,6 +17,7 @@ from instance_profile_operator.tenancy import Tenancy
 from instance_profile_operator.controller import Controller
 from instance_profile_operator.devenv.cluster import free_port
 from instance_profile_operator.ec2 import Ec2Gateway
+from instance_profile_operator.model import OWN_ACCOUNT
 from instance_profile_operator.faults import AwsFault
 from instance_profile_operator.metrics import CONTROLLER, LEASE, Metrics, bindings_by_state, reconcile_result, serve
 from instance_profile_operator.settings import Settings
@@ -207,7 +208,7 @@ async def test_gateway_counts_each_request_by_outcome():
     metrics = Metrics()
     session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
     gateway = Ec2Gateway(max_attempts=1, session=session, metrics=metrics)
-    with Stubber(gateway._client("", "us-east-1")) as stub:
+    with Stubber(gateway._client(OWN_ACCOUNT, "us-east-1")) as stub:
         stub.add_response("describe_instances", {"Reservations": []})
         stub.add_client_error("describe_instances", "RequestLimitExceeded", http_status_code=503)
         stub.add_client_error("describe_instances", "UnauthorizedOperation", http_status_code=403)

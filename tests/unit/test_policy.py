@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -223,6 +224,10 @@ OWN_ANY_TAGGED = policy("own-tagged", namespaceSelector={"matchLabels": {"team":
 ROLE_B_ANY = policy("role-b", namespaceSelector={}, account={"roleArn": ROLE_B.role_arn})
 TEAM_A_OTHER_EXTERNAL_ID = policy("team-a-2", namespaceSelector={"matchLabels": {"team": "a"}},
                                   account={"roleArn": ROLE_A.role_arn, "externalId": "other"})
+TEAM_B_SAME_ROLE_OTHER_ID = policy("team-b-2", namespaceSelector={"matchLabels": {"team": "b"}},
+                                   account={"roleArn": ROLE_A.role_arn, "externalId": "team-b-secret"})
+TEAM_B_SAME_ROLE = policy("team-b-3", namespaceSelector={"matchLabels": {"team": "b"}},
+                          account={"roleArn": ROLE_A.role_arn, "externalId": ROLE_A.external_id})
 
 CASES = [
     # id, policies, labels, profile, region, tags, expected verdict (or rule + message fragment)
@@ -259,6 +264,13 @@ CASES = [
      (Rule.AMBIGUOUS_ACCOUNT, "own-any")),
     ("same-role-other-external-id-is-ambiguous", [TEAM_A, TEAM_A_OTHER_EXTERNAL_ID], LABELS_A, NAME_WEB, "us-east-1", TAGS_A,
      (Rule.AMBIGUOUS_ACCOUNT, "(external ID set)")),
+    ("one-role-two-external-ids-across-namespaces-is-ambiguous", [TEAM_A, TEAM_B_SAME_ROLE_OTHER_ID], LABELS_A, NAME_WEB,
+     "us-east-1", TAGS_A, (Rule.AMBIGUOUS_ACCOUNT, "InstanceProfilePolicy team-a and team-b-2 name the same role with "
+                                                    "different external IDs")),
+    ("one-role-one-external-id-across-namespaces-is-fine", [TEAM_A, TEAM_B_SAME_ROLE], LABELS_A, NAME_WEB, "us-east-1", TAGS_A,
+     Allowed(ROLE_A, ("team-a",))),
+    ("own-credentials-in-many-policies-are-never-ambiguous", [OWN_ANY, policy("other-own", namespaceSelector={"matchLabels": {"team": "b"}})],
+     LABELS_A, NAME_WEB, "us-east-1", None, Allowed(OWN_ACCOUNT, ("own-any",))),
     ("two-policies-same-account", [OWN_ANY, OWN_ANY_TAGGED], LABELS_A, NAME_WEB, "us-east-1", None, Allowed(OWN_ACCOUNT, ("own-any",))),
     ("two-policies-same-account-with-tags", [OWN_ANY, OWN_ANY_TAGGED], LABELS_A, NAME_WEB, "us-east-1", {"": {"env": "prod"}},
      Allowed(OWN_ACCOUNT, ("own-any", "own-tagged"))),
@@ -352,3 +364,16 @@ def test_allowed_means_some_policy_allows_everything(policies, labels, profile, 
 @given(st.lists(POLICIES, max_size=4, unique_by=lambda policy: policy.name), LABELS, PROFILES, REGIONS, ALL_TAGS)
 def test_evaluation_does_not_depend_on_policy_order(policies, labels, profile, region, tags):
     assert evaluate(policies, "ns", labels, profile, region, tags) == evaluate(policies[::-1], "ns", labels, profile, region, tags)
+
+
+ROTATED = Account(ROLE_A.role_arn, "rotated")
+SOME_ROTATED = st.tuples(POLICIES, st.booleans()).map(
+    lambda drawn: dataclasses.replace(drawn[0], account=ROTATED) if drawn[1] and drawn[0].account == ROLE_A else drawn[0])
+
+
+@given(st.lists(SOME_ROTATED, max_size=4), LABELS, PROFILES, REGIONS, ALL_TAGS)
+def test_a_role_is_only_ever_assumed_with_the_one_external_id_every_policy_gives_it(policies, labels, profile, region, tags):
+    verdict = evaluate(policies, "ns", labels, profile, region, tags)
+    if isinstance(verdict, Allowed) and verdict.account.role_arn:
+        assert {p.account.external_id for p in policies if p.account.role_arn == verdict.account.role_arn} == {
+            verdict.account.external_id}

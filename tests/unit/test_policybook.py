@@ -60,3 +60,17 @@ def test_invalid_policy_allows_nothing_and_is_reported():
     assert isinstance(verdict, Denied) and verdict.rule is Rule.NO_POLICY
     book.on_policy("MODIFIED", policy("p", {}))
     assert book.invalid == {} and isinstance(book.evaluate("ns", WEB, "us-east-1"), Allowed)
+
+
+def test_a_policy_naming_a_role_re_evaluates_the_namespaces_of_every_policy_naming_it():
+    book = book_with(namespace("team-a", team="a"), namespace("team-b", team="b"), namespace("team-c", team="c"))
+    role = {"roleArn": "arn:aws:iam::222233334444:role/ops", "externalId": "one"}
+    book.on_policy("ADDED", {**policy("a", {"matchLabels": {"team": "a"}}), "spec": {
+        **policy("a", {"matchLabels": {"team": "a"}})["spec"], "account": role}})
+    book.on_policy("ADDED", policy("c", {"matchLabels": {"team": "c"}}))
+    rotated = {**policy("b", {"matchLabels": {"team": "b"}})["spec"], "account": {**role, "externalId": "two"}}
+    assert book.on_policy("ADDED", {**policy("b", {}), "spec": rotated}) == {"team-a", "team-b"}
+    verdict = book.evaluate("team-a", WEB, "us-east-1")
+    assert isinstance(verdict, Denied) and verdict.rule is Rule.AMBIGUOUS_ACCOUNT
+    assert book.on_policy("DELETED", {**policy("b", {}), "spec": rotated}) == {"team-a", "team-b"}
+    assert isinstance(book.evaluate("team-a", WEB, "us-east-1"), Allowed)
