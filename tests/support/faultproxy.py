@@ -31,6 +31,7 @@ class Fault:
     status: int
     remaining: int | None  # None: until cleared
     match: str | None  # substring of the request body, e.g. an instance ID
+    hold: float = 0.0  # seconds before the error is answered: a call that fails slowly
 
 
 class FaultProxy:
@@ -79,10 +80,11 @@ class FaultProxy:
     # -- what tests call -----------------------------------------------------------------
 
     def fail(self, action: str, code: str, message: str = "", status: int = 400,
-             times: int | None = 1, match: str | None = None) -> None:
-        """Answer the next ``times`` calls of ``action`` (None: all, until cleared) with an error."""
+             times: int | None = 1, match: str | None = None, hold: float = 0.0) -> None:
+        """Answer the next ``times`` calls of ``action`` (None: all, until cleared) with an error,
+        ``hold`` seconds after they arrive."""
         with self._lock:
-            self._faults.append(Fault(action, code, message, status, times, match))
+            self._faults.append(Fault(action, code, message, status, times, match, hold))
 
     def report_associating(self, describes: int) -> None:
         """Make new associations look ``associating`` until ``describes`` Describe calls later."""
@@ -148,6 +150,7 @@ class FaultProxy:
             time.sleep(hold)
         fault = self._pick_fault(action, text)
         if fault is not None:
+            time.sleep(fault.hold)
             self._respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}
