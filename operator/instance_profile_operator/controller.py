@@ -57,7 +57,9 @@ class Controller:
         self.writer = writer
         self.registry = Registry(settings.region)
         self.metrics = metrics or Metrics()
-        self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue, tenant_of=lambda key: key[0])  # namespaces take turns
+        # Namespaces take turns, and none holds every worker: another's change never waits for a worker.
+        self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue, tenant_of=lambda key: key[0],
+                                               tenant_limit=max(1, settings.workers - 1))
         self.observer = Observer(gateway, ttl=settings.resync_seconds, clock=clock, recovered=self._recovered)
         self._clock = clock
         self._now = now

@@ -8,7 +8,9 @@ waiting in its tier, however many items those tenants have. The work queue serve
 from it (tenant: the namespace), the rate limiter its waiters for EC2 tokens.
 
 Removal is lazy: ``peek`` and ``pop`` skip (and drop) the items their ``valid`` rejects, the way
-the work queue supersedes entries and the limiter drops cancelled waiters.
+the work queue supersedes entries and the limiter drops cancelled waiters. Tenants their
+``eligible`` rejects are passed over and keep their turn (the work queue's tenants holding their
+share of the workers).
 """
 
 from __future__ import annotations
@@ -40,14 +42,14 @@ class FairQueue(Generic[T]):
         heapq.heappush(turns.setdefault(tenant, []), (order, next(self._arrivals), item))
         self._size += 1
 
-    def peek(self, valid: Callable[[T], bool] = _always) -> T | None:
+    def peek(self, valid: Callable[[T], bool] = _always, eligible: Callable[[Hashable], bool] = _always) -> T | None:
         """The item ``pop`` would return, left in place; None if there is none."""
-        found = self._next(valid)
+        found = self._next(valid, eligible)
         return None if found is None else found[2][0][2]
 
-    def pop(self, valid: Callable[[T], bool] = _always) -> T | None:
-        """The next item: lowest tier, then the tenant whose turn it is, then its first by order."""
-        found = self._next(valid)
+    def pop(self, valid: Callable[[T], bool] = _always, eligible: Callable[[Hashable], bool] = _always) -> T | None:
+        """The next item: lowest tier, then the eligible tenant whose turn it is, then its first by order."""
+        found = self._next(valid, eligible)
         if found is None:
             return None
         turns, tenant, items = found
@@ -59,16 +61,17 @@ class FairQueue(Generic[T]):
             del turns[tenant]
         return item
 
-    def _next(self, valid: Callable[[T], bool]) -> tuple[OrderedDict, Hashable, list] | None:
+    def _next(self, valid: Callable[[T], bool], eligible: Callable[[Hashable], bool]) -> tuple[OrderedDict, Hashable, list] | None:
         for tier in sorted(self._tiers):
             turns = self._tiers[tier]
-            while turns:
-                tenant, items = next(iter(turns.items()))
+            for tenant, items in list(turns.items()):
                 while items and not valid(items[0][2]):
                     heapq.heappop(items)
                     self._size -= 1
-                if items:
+                if not items:
+                    del turns[tenant]
+                elif eligible(tenant):
                     return turns, tenant, items
-                del turns[tenant]
-            del self._tiers[tier]
+            if not turns:
+                del self._tiers[tier]
         return None

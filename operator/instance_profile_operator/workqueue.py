@@ -6,7 +6,10 @@ of a change made go before both. Tenants (namespaces, by ``tenant_of``) share th
 (``fairshare.FairQueue``): they take turns, one key each, first among follow-ups and users'
 changes, then among re-checks, and priority orders each tenant's own keys. A tenant flooding the
 queue therefore delays another's change by one key per tenant at most, and its follow-ups, which
-become changes of their own when the spec moved on meanwhile, cannot hold another's change back."""
+become changes of their own when the spec moved on meanwhile, cannot hold another's change back.
+With ``tenant_limit``, a tenant never has more keys in process at once: the workers it leaves
+free take another tenant's change the moment it comes, not when one of the flood's reconciles,
+waiting for an EC2 token, ends."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import itertools
 import math
 import random
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Generic, Hashable, TypeVar
@@ -74,10 +78,12 @@ class QueueHooks:
 
 class WorkQueue(Generic[K]):
     def __init__(self, clock: Callable[[], float] = time.monotonic, hooks: QueueHooks = QueueHooks(),
-                 tenant_of: Callable[[K], Hashable] = lambda key: None):
+                 tenant_of: Callable[[K], Hashable] = lambda key: None, tenant_limit: int | None = None):
         self._clock = clock
         self._hooks = hooks
         self._tenant_of = tenant_of
+        self._tenant_limit = tenant_limit
+        self._in_process: Counter[Hashable] = Counter()  # keys in process per tenant
         self._started: dict[K, float] = {}
         self._entries: dict[K, _Entry] = {}
         self._delayed: list[tuple[float, int, K]] = []  # heap by due time
@@ -127,11 +133,12 @@ class WorkQueue(Generic[K]):
                 entry = self._current(key, stamp)
                 if entry is not None:
                     self._ready.push((due, stamp, key), self._tenant_of(key), entry.priority.tier, (entry.priority, due, stamp))
-            ready = self._ready.pop(lambda item: self._current(item[2], item[1]) is not None)
+            ready = self._ready.pop(lambda item: self._current(item[2], item[1]) is not None, self._below_limit)
             if ready is not None:
                 due, _, key = ready
                 del self._entries[key]
                 self._processing.add(key)
+                self._in_process[self._tenant_of(key)] += 1
                 self._started[key] = now = self._clock()
                 self._hooks.started(now - due)
                 return key
@@ -144,8 +151,17 @@ class WorkQueue(Generic[K]):
             except asyncio.TimeoutError:
                 pass
 
+    def _below_limit(self, tenant: Hashable) -> bool:
+        return self._tenant_limit is None or self._in_process[tenant] < self._tenant_limit
+
     def done(self, key: K) -> None:
-        self._processing.discard(key)
+        if key in self._processing:
+            self._processing.remove(key)
+            tenant = self._tenant_of(key)
+            self._in_process[tenant] -= 1
+            if not self._in_process[tenant]:
+                del self._in_process[tenant]
+            self._wakeup.set()  # its tenant may be below its limit again
         if key in self._started:
             self._hooks.finished(self._clock() - self._started.pop(key))
         if key in self._again:

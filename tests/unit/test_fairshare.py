@@ -85,3 +85,14 @@ def test_between_an_items_arrival_and_its_turn_no_other_tenant_gets_more_than_on
             if other != tenant:
                 assert count <= since[tenant] + 1, (item, since)
         served[tenant] += 1
+
+
+def test_a_tenant_not_eligible_is_passed_over_and_keeps_its_turn():
+    queue: FairQueue[str] = FairQueue()
+    for tenant in "ab":
+        queue.push(f"{tenant}0", tenant, order=0)
+        queue.push(f"{tenant}1", tenant, order=1)
+    assert queue.peek(eligible=lambda tenant: tenant != "a") == "b0"
+    assert queue.pop(eligible=lambda tenant: tenant != "a") == "b0"
+    assert queue.pop(eligible=lambda tenant: False) is None and len(queue) == 3
+    assert drain(queue) == ["a0", "b1", "a1"]

@@ -416,3 +416,19 @@ async def test_a_namespaces_resync_stays_behind_another_namespaces_changes(clock
         queue.add(("flood", f"b-{n}"), priority=USER)
     queue.add(("calm", "resync"), priority=BACKGROUND)
     assert [(await next_key(queue))[0] for _ in range(4)] == ["flood"] * 3 + ["calm"]
+
+
+async def test_a_namespace_at_its_limit_leaves_the_other_workers_to_other_namespaces(clock):
+    queue: WorkQueue[tuple[str, str]] = WorkQueue(clock=clock, tenant_of=lambda key: key[0], tenant_limit=2)
+    for n in range(5):
+        queue.add(("flood", f"b-{n}"))
+    taken = [await next_key(queue), await next_key(queue)]
+    await assert_nothing_due(queue)  # a third worker stays free
+    queue.add(("calm", "new"))
+    assert await next_key(queue) == ("calm", "new")
+    waiting = asyncio.ensure_future(queue.get())
+    for _ in range(3):
+        await asyncio.sleep(0)  # let it reach its wait (yields, not a timing assumption)
+    assert not waiting.done()
+    queue.done(taken[0])  # a flood's reconcile ends: its next key goes to the waiting worker
+    assert await asyncio.wait_for(waiting, DELIVERY_TIMEOUT) == ("flood", "b-2")
