@@ -15,7 +15,7 @@ policies enforced (instance tags checked before each change, as in the issue's r
 Reports both medians and their ratio (goal: at most 2), the flips made, and the EC2 requests
 sent and refused during the flood.
 
-    python bench/fairness.py [--flood 40] [--runs 5] [--threads 4] [--warm-up 10]
+    python bench/fairness.py [--flood 40] [--runs 10] [--threads 4] [--warm-up 10]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def apply_to_ready(api, namespace: str, name: str, instance_id: str) -> tuple[fl
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flood", type=int, default=40, help="bindings the flooding namespace flips")
-    parser.add_argument("--runs", type=int, default=5, help="new bindings timed, idle and during the flood")
+    parser.add_argument("--runs", type=int, default=10, help="new bindings timed, idle and during the flood")
     parser.add_argument("--threads", type=int, default=4, help="client threads flipping profiles")
     parser.add_argument("--warm-up", type=float, default=10.0, help="seconds of flood before the first timed binding")
     parser.add_argument("--logs", help="directory for the operator's log (default: a temporary one)")
