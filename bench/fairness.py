@@ -37,12 +37,11 @@ import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.converge import machine, metrics, ready  # noqa: E402
+from bench.converge import install_crds, machine, metrics, ready  # noqa: E402
 from bench.ec2_throttle import ThrottleEmulator  # noqa: E402
 from instance_profile_operator.api import GROUP, PLURAL, POLICY_PLURAL, VERSION  # noqa: E402
 from instance_profile_operator.devenv.cluster import DevEnv, _die_with_parent, free_port, wait_until  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 ACCESS_KEY = "AKIAFAIRNESS"
 PROFILES = ("web-server", "batch-worker")
 IMAGE = "ami-0abcdef1234567890"
@@ -130,10 +129,7 @@ def main() -> int:
         endpoints = env.start()
         emulator = operator = None
         try:
-            kubectl = [f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}"]
-            subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
-            subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/instanceprofilebindings.ec2.instanceprofiles.dev",
-                            "crd/instanceprofilepolicies.ec2.instanceprofiles.dev"], check=True, capture_output=True)
+            install_crds(endpoints)
             session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=endpoints.region)
             iam = session.client("iam", endpoint_url=endpoints.ec2_endpoint_url)
             for profile in PROFILES:
