@@ -64,14 +64,20 @@ class FairQueue(Generic[T]):
     def _next(self, valid: Callable[[T], bool], eligible: Callable[[Hashable], bool]) -> tuple[OrderedDict, Hashable, list] | None:
         for tier in sorted(self._tiers):
             turns = self._tiers[tier]
-            for tenant, items in list(turns.items()):
+            found, dry = None, []
+            for tenant, items in turns.items():  # as a rule, the first tenant is the one
                 while items and not valid(items[0][2]):
                     heapq.heappop(items)
                     self._size -= 1
                 if not items:
-                    del turns[tenant]
+                    dry.append(tenant)
                 elif eligible(tenant):
-                    return turns, tenant, items
+                    found = turns, tenant, items
+                    break
+            for tenant in dry:
+                del turns[tenant]
+            if found is not None:
+                return found
             if not turns:
                 del self._tiers[tier]
         return None
