@@ -14,17 +14,18 @@ import logging
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Coroutine, Mapping
+from typing import Any, Callable, Mapping
 
 from . import memory, outcomes, status
 from .api import Reason
+from .bulk import BulkDescriber
 from .decision import Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
 from .ec2 import Ec2Gateway
 from .faults import AwsFault, FaultKind
 from .finalizer import Finalizer
 from .kube import Event, KubeWriter
 from .metrics import Metrics, reconcile_result
-from .model import Association, Binding, Desired, InstanceState, InvalidSpec, Place, Target
+from .model import Association, Binding, Desired, InstanceState, InvalidSpec, Target
 from .observer import Observer
 from .outcomes import Outcomes, Step
 from .policy import Denied, NeedsInstanceTags, Rule
@@ -60,17 +61,17 @@ class Controller:
         # Namespaces take turns, and none holds every worker: another's change never waits for a worker.
         self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue, tenant_of=lambda key: key[0],
                                                tenant_limit=max(1, settings.workers - 1))
-        self.observer = Observer(gateway, ttl=settings.resync_seconds, clock=clock, recovered=self._recovered)
+        self.observer = Observer(gateway, ttl=settings.resync_seconds, clock=clock, recovered=lambda place: self.bulk.recovered(place))
         self._clock = clock
         self._now = now
         self._locks: KeyLocks[Key] = KeyLocks()  # a reconcile and the finalizer never overlap
         self.outcomes = Outcomes(settings, clock)
         self.finalizer = Finalizer(settings, self.registry, self.observer, gateway, writer, self._locks, self._publish)
+        self.bulk = BulkDescriber(self.registry, self.observer, self.queue, self.outcomes, self.metrics)
         self._crashes: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._listed: list[Key] = []  # listed at start-up, waiting to be described together
         self._listing: asyncio.Task | None = None
-        self._describing: set[asyncio.Task] = set()  # listed bindings' and resyncs' describes
         self.resyncs = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -80,8 +81,9 @@ class Controller:
         self._tasks.append(asyncio.create_task(self._resync_forever(), name="resync"))
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *([self._listing] if self._listing else []), *self._describing]:
+        for task in [*self._tasks, *([self._listing] if self._listing else [])]:
             task.cancel()
+        self.bulk.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.gateway.close()
         self.writer.close()
@@ -108,7 +110,7 @@ class Controller:
         while self._listed:
             await asyncio.sleep(LISTING_WINDOW)
             keys, self._listed = self._listed, []
-            self._describe(self._describe_then_queue(keys, Priority.USER), "describing the listed bindings")
+            self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER), "describing the listed bindings")
         self._listing = None
 
     def requeue_namespaces(self, namespaces: set[str]) -> None:
@@ -137,65 +139,14 @@ class Controller:
     async def resync(self) -> None:
         """Describe every bound instance in one batched pass per account and region, then
         reconcile every binding that is not waiting out a failure backoff."""
-        await self._describe_then_queue(self.registry.keys(), Priority.BACKGROUND)
+        await self.bulk.describe_then_queue(self.registry.keys(), Priority.BACKGROUND)
         self.resyncs += 1
-
-    async def _describe_then_queue(self, keys: list[Key], priority: Priority) -> None:
-        """Describe the instances of ``keys``, each account and region on its own and at once, and
-        queue a place's bindings as soon as its describe is done. A place that failed is counted
-        (``ipo_resync_failures_total``) and its bindings are queued all the same: their
-        reconciles find its outage at once and show the fault. A resync leaves out bindings
-        waiting out a failure's backoff, and places an earlier resync still describes."""
-        by_place = self._keys_by_place(keys)
-        resync = priority is Priority.BACKGROUND
-
-        def described(place: Place | None, fault: Exception | None) -> None:
-            if fault is not None:
-                log.warning("could not describe the instances of %d bindings in %s: %s",
-                            len(by_place.get(place, ())), _where(place), fault)
-                self.metrics.resync_failed(place)
-            for key in by_place.pop(place, ()):
-                if not (resync and self.outcomes.failing(key)):
-                    self.queue.add(key, priority=priority)
-
-        described(None, None)  # bindings that name no instance
-        try:
-            busy = await self.observer.refresh(self.registry.instances_by_place(keys), described)
-        finally:  # a bug or a cancellation loses no binding; the bindings of a busy place wait for the next resync
-            for place in [*by_place]:
-                if not (resync and place in busy):
-                    described(place, None)
-
-    def _keys_by_place(self, keys: list[Key]) -> dict[Place | None, list[Key]]:
-        places: dict[Place | None, list[Key]] = {}
-        for key in keys:
-            binding = self.registry.get(key)
-            target = self.registry.target(binding) if binding is not None else None
-            places.setdefault(target.place if target is not None else None, []).append(key)
-        return places
-
-    def _recovered(self, place: Place) -> None:
-        """A failing account and region answers again: its bindings need not wait out their backoff."""
-        log.info("%s answers again", _where(place))
-        for key in self._keys_by_place(self.registry.keys()).get(place, ()):
-            self.queue.add(key, priority=Priority.BACKGROUND)
-
-    def _describe(self, describing: Coroutine[Any, Any, None], what: str) -> None:
-        """Run in the background: a slow account or region holds neither the next resync nor the listing."""
-        task = asyncio.create_task(describing, name=what)
-        self._describing.add(task)
-        task.add_done_callback(lambda done: self._described(done, what))
-
-    def _described(self, task: asyncio.Task, what: str) -> None:
-        self._describing.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # a bug must not end drift detection for good
-            log.error("%s failed; trying again next interval", what, exc_info=task.exception())
 
     async def _resync_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
             memory.release_free()  # what the last interval's work freed
-            self._describe(self.resync(), "resync")
+            self.bulk.in_background(self.resync(), "resync")
 
     async def _work(self) -> None:
         while True:
@@ -336,7 +287,3 @@ class Controller:
             self.registry.remember_status(binding.key, new)
         return True
 
-
-def _where(place: Place | None) -> str:
-    account, region = place or ("", "")
-    return f"{region} through {account}" if account else f"{region} (the operator's own account)"
