@@ -2,7 +2,9 @@
 
 * ``Batcher`` merges the lookups that workers make at about the same time into one call per
   account and region (up to 200 instances per call, paginated), so 100 bindings applied at once cost a
-  handful of Describe calls, not 100.
+  handful of Describe calls, not 100. Each tenant's (namespace's) lookups are merged among
+  themselves: one namespace's stream of lookups, keeping a call in flight all the time, never
+  makes another's wait for it, and each call takes its namespace's turn for EC2 tokens.
 * ``Outages`` remembers the places whose last describe failed. Their lookups fail at once with
   that fault, no EC2 call made, until a capped, growing backoff has passed; then one call tries
   the place again while the others keep failing at once, and its success ends the outage. A
@@ -22,16 +24,17 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Generic, TypeVar
+from typing import Awaitable, Callable, Generic, Hashable, TypeVar
 
 from .ec2 import Ec2Gateway
 from .model import MISSING_INSTANCE, Association, Instance, Place, Target
-from .ratelimit import at_priority, on_behalf_of
+from .ratelimit import at_priority, current_tenant, on_behalf_of
 from .workqueue import Priority, backoff
 
 V = TypeVar("V")
 Fetch = Callable[[Place, list[str]], Awaitable[dict[str, V]]]
 Described = Callable[[Place, Exception | None], None]
+_Lane = tuple[Place, Hashable]  # a place and a tenant
 OUTAGE_BASE_SECONDS = 1.0  # the first retry of a failing place; doubling up to the resync interval
 
 
@@ -77,9 +80,10 @@ class Outages:
 
 
 class Batcher(Generic[V]):
-    """Merge lookups per account and region (a place): those made within ``window`` of each other,
-    and all those made while a call for the place is in flight, go out together in the next call.
-    A place in ``outages`` is answered with its fault at once, but for the calls that try it again."""
+    """Merge lookups per account and region (a place) and tenant (the caller's ``on_behalf_of``):
+    those made within ``window`` of each other, and all those made while a call of theirs is in
+    flight, go out together in the next call. A place in ``outages`` is answered with its fault at
+    once, but for the calls that try it again."""
 
     def __init__(self, fetch: Fetch[V], window: float = 0.02, outages: Outages | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -87,33 +91,35 @@ class Batcher(Generic[V]):
         self._window = window
         self._outages = outages or Outages()
         self._clock = clock
-        self._pending: dict[Place, dict[str, asyncio.Future]] = {}
-        self._in_flight: set[Place] = set()
+        self._pending: dict[_Lane, dict[str, asyncio.Future]] = {}
+        self._in_flight: set[_Lane] = set()
 
     async def get(self, place: Place, instance_id: str) -> V | None:
         loop = asyncio.get_running_loop()
-        pending = self._pending.get(place)
+        lane = (place, current_tenant())
+        pending = self._pending.get(lane)
         if pending is None:
             fault = self._outages.admit(place, self._clock())
             if fault is not None:
                 raise fault
-            pending = self._pending[place] = {}
-            if place not in self._in_flight:
-                loop.call_later(self._window, self._flush, place)
+            pending = self._pending[lane] = {}
+            if lane not in self._in_flight:
+                loop.call_later(self._window, self._flush, lane)
         future = pending.get(instance_id)
         if future is None:
             future = pending[instance_id] = loop.create_future()
         return await asyncio.shield(future)
 
-    def _flush(self, place: Place) -> None:
-        batch = self._pending.pop(place, {})
+    def _flush(self, lane: _Lane) -> None:
+        batch = self._pending.pop(lane, {})
         if batch:
-            self._in_flight.add(place)
-            asyncio.ensure_future(self._resolve(place, batch))
+            self._in_flight.add(lane)
+            asyncio.ensure_future(self._resolve(lane, batch))
 
-    async def _resolve(self, place: Place, batch: dict[str, asyncio.Future]) -> None:
+    async def _resolve(self, lane: _Lane, batch: dict[str, asyncio.Future]) -> None:
+        place, tenant = lane
         try:
-            with on_behalf_of(None):  # a batch serves several tenants: it takes a turn of its own
+            with on_behalf_of(tenant):
                 found = await self._fetch(place, list(batch))
         except Exception as error:  # every waiter gets the fault
             self._outages.failed(place, error, self._clock())
@@ -127,8 +133,8 @@ class Batcher(Generic[V]):
                 if not future.done():
                     future.set_result(found.get(instance_id))
         finally:
-            self._in_flight.discard(place)
-            self._flush(place)  # whatever queued up meanwhile
+            self._in_flight.discard(lane)
+            self._flush(lane)  # whatever queued up meanwhile
 
 
 class Observer:

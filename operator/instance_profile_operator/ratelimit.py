@@ -176,6 +176,11 @@ def on_behalf_of(tenant: Hashable) -> AbstractContextManager[None]:
     return _setting(_tenant, tenant)
 
 
+def current_tenant() -> Hashable:
+    """The tenant of the calls made here (``on_behalf_of``)."""
+    return _tenant.get()
+
+
 @dataclass(frozen=True)
 class Grant:
     key: Key

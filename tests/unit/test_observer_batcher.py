@@ -11,6 +11,7 @@ from instance_profile_operator.ec2 import MAX_FILTER_VALUES, chunks, current_ass
 from instance_profile_operator.faults import AwsFault, FaultKind
 from instance_profile_operator.model import Association, AssociationState, Place, Target
 from instance_profile_operator.observer import Batcher, Observer, Outages
+from instance_profile_operator.ratelimit import current_tenant, on_behalf_of
 
 TIMEOUT = 1.0  # real seconds; only reached when a test fails
 
@@ -323,3 +324,29 @@ async def test_a_refresh_of_a_place_in_an_outage_makes_no_call_until_its_retry(c
     del gateway.failing[OTHER_PLACE[0]]
     await observer.refresh({OTHER_PLACE: ["i-2"]}, lambda p, f: reported.append(f))
     assert reported[-1] is None and len(gateway.calls) == 2 and OTHER_PLACE not in observer.outages
+
+
+async def test_one_namespaces_lookups_never_wait_for_another_namespaces_call_in_flight():
+    release = asyncio.Event()
+    calls: list[tuple[object, list[str]]] = []
+
+    async def fetch(place, instance_ids):
+        calls.append((current_tenant(), sorted(instance_ids)))
+        if current_tenant() == "flood":
+            await release.wait()
+        return {i: i.upper() for i in instance_ids}
+
+    batcher = Batcher(fetch, window=0.001)
+
+    async def get(tenant: str, instance_id: str):
+        with on_behalf_of(tenant):
+            return await batcher.get(PLACE, instance_id)
+
+    flood = [asyncio.ensure_future(get("flood", f"i-f{n}")) for n in range(3)]
+    while not calls:
+        await asyncio.sleep(0)
+    later_flood = asyncio.ensure_future(get("flood", "i-f9"))
+    assert await gather(get("calm", "i-c1"), get("calm", "i-c2")) == ["I-C1", "I-C2"]  # while the flood's call is held
+    release.set()
+    assert await gather(*flood, later_flood) == ["I-F0", "I-F1", "I-F2", "I-F9"]
+    assert calls == [("flood", ["i-f0", "i-f1", "i-f2"]), ("calm", ["i-c1", "i-c2"]), ("flood", ["i-f9"])]
