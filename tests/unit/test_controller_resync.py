@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 from instance_profile_operator.controller import Controller
 from instance_profile_operator.faults import AwsFault, FaultKind
+from instance_profile_operator.api import FINALIZER
 from instance_profile_operator.model import Association, AssociationState
+from instance_profile_operator.ratelimit import current_tenant
 from instance_profile_operator.settings import Settings
 from instance_profile_operator.tenancy import Tenancy
 
@@ -114,3 +116,25 @@ async def test_the_listing_queues_every_binding_whatever_a_place_raises():
     while len(controller.queue) < 2:
         await asyncio.sleep(0.01)
     assert await drain(controller) == ["own", "remote"]
+
+
+async def test_a_reconciles_ec2_calls_take_its_namespaces_turn():
+    class Recording(PlacesGateway):
+        tenants: list = []
+
+        async def describe_associations(self, region, instance_ids, account=""):
+            self.tenants.append(current_tenant())
+            return await super().describe_associations(region, instance_ids, account)
+
+    gateway = Recording()
+    body = binding("own")
+    body["metadata"]["finalizers"] = [FINALIZER]
+    controller = controller_with(gateway, body)
+    await controller.start()
+    try:
+        while not gateway.tenants:
+            await asyncio.sleep(0.01)
+    finally:
+        for task in controller._tasks:
+            task.cancel()
+    assert gateway.tenants[0] == "team"
