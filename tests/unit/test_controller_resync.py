@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+from instance_profile_operator.api import FINALIZER
 from instance_profile_operator.controller import Controller
 from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.api import FINALIZER
 from instance_profile_operator.model import Association, AssociationState
 from instance_profile_operator.ratelimit import current_tenant
 from instance_profile_operator.settings import Settings
