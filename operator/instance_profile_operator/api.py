@@ -39,3 +39,4 @@ class Reason:
     CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
     POLICY_DENIED = "PolicyDenied"
     RELEASED = "Released"
+    ANNOTATION_IGNORED = "AnnotationIgnored"

@@ -1,10 +1,11 @@
 """The reconcile loop: watch events in, one decided EC2 step and a status write out.
 
-Workers take binding keys from a work queue. Each reconcile asks tenancy whether and where the
-binding may act, observes (batched), asks the decision core for the one next action, performs
-it, and publishes what ``outcomes`` makes of it: status, Events, and when to look again (soon
-while EC2 settles, after a capped, jittered backoff when something failed, or at the next resync
-when in sync). Deletion is ``finalizer``'s, through the same observer and gateway.
+Workers take binding keys from a work queue. Each reconcile asks the ``gate`` whether and where
+the binding may act and whether it owns the instance, observes (batched), asks the decision core
+for the one next action, performs it, and publishes what ``outcomes`` makes of it: status,
+Events, and when to look again (soon while EC2 settles, after a capped, jittered backoff when
+something failed, or at the next resync when in sync). Deletion is ``finalizer``'s, serialized
+with the reconcile of the same binding, and decided by what it recorded (``custody``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from . import memory, outcomes, status
+from . import custody, memory, outcomes, status
 from .api import Reason
 from .bulk import BulkDescriber
-from .decision import Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
+from .decision import MUTATIONS, Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
 from .ec2 import Ec2Gateway
 from .faults import AwsFault, FaultKind
 from .finalizer import Finalizer
@@ -28,13 +28,14 @@ from .metrics import Metrics, reconcile_result
 from .model import Association, Binding, Desired, InstanceState, InvalidSpec, Target
 from .observer import Observer
 from .outcomes import Outcomes, Step
-from .policy import Denied, NeedsInstanceTags, Rule
+from .gate import Gate
+from .policy import Denied
 from .policybook import NamespaceNotSeen
 from .ratelimit import on_behalf_of
 from .registry import Key, Registry
 from .settings import Settings
 from .status import Report
-from .tenancy import Admission, Tenancy
+from .tenancy import Admitted, Tenancy
 from .workqueue import KeyLocks, Priority, WorkQueue, backoff
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class Controller:
         self._now = now
         self._locks: KeyLocks[Key] = KeyLocks()  # a reconcile and the finalizer never overlap
         self.outcomes = Outcomes(settings, clock)
-        self.finalizer = Finalizer(settings, self.registry, self.observer, gateway, writer, self._locks, self._publish)
+        self.gate = Gate(tenancy, self.observer, self.registry)
+        self.finalizer = Finalizer(settings, self.observer, gateway, writer, self._locks, self.outcomes, self._publish)
         self.bulk = BulkDescriber(self.registry, self.observer, self.queue, self.outcomes, self.metrics)
         self._crashes: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
@@ -172,96 +174,86 @@ class Controller:
 
     async def reconcile(self, key: Key) -> float | None:
         """One pass over one binding; returns when to look again (None: at the next resync)."""
-        binding = self.registry.get(key)
-        if binding is None or binding.deleting or not binding.finalized:
-            return None  # deletion is the finalizer's; nothing touches EC2 before the finalizer is on
-        try:
-            desired = binding.desired(self.settings.region)
-        except InvalidSpec as error:
-            await self._publish(binding, self.settings.region, Report(Reason.INVALID_SPEC, str(error), stalled=True))
-            return None
-        admission = await self._admit(binding, desired)
+        async with self._locks.hold(key):  # the finalizer waits, and finds what this pass made and wrote
+            binding = self.registry.get(key)  # read under the lock: as the finalizer last left it
+            if binding is None or binding.deleting or not binding.finalized:
+                return None  # deletion is the finalizer's; nothing touches EC2 before the finalizer is on
+            try:
+                desired = binding.desired(self.settings.region)
+            except InvalidSpec as error:
+                await self._publish(binding, self.settings.region,
+                                    Report(Reason.INVALID_SPEC, str(error), stalled=True, association_known=False))
+                return None
+            try:
+                step = await self._step(binding, desired)
+            except AwsFault as fault:  # reading tags for a policy check: a fault, retried, never a denial
+                step = self.outcomes.failed(binding, fault.kind, str(fault))
+            if step is None:
+                return NAMESPACE_WAIT  # its watch event requeues the binding; this is a safety net
+            for event in () if step.announce else step.events:  # before the status: whoever sees it finds its Event
+                await self.writer.record(binding, event)
+            if step.report is not None:
+                target = self.registry.target(binding)
+                await self._publish(binding, target.region if target else desired.target.region, step.report,
+                                    step.events if step.announce else (), target.account if target else "")
+            return step.requeue
+
+    async def _step(self, binding: Binding, desired: Desired) -> Step | None:
+        """What this pass concludes (None: the binding's namespace is not known yet)."""
+        admission = await self.gate.admit(binding, desired)
         if isinstance(admission, Denied):
-            step = outcomes.denied(admission)
-            await self._publish(binding, desired.target.region, step.report, step.events)
-            return None
+            self.registry.deny(binding.key)
+            return outcomes.denied(admission)
         if isinstance(admission, NamespaceNotSeen):
-            return NAMESPACE_WAIT  # its watch event requeues the binding; this is a safety net
-        desired = admission.desired
-        self.registry.place(key, desired.target.account)
-        owner = self.registry.owner(desired.target)
-        if owner is not None and owner.key != key:
-            if admission.tags_pending:  # a policy's denial says more, and nothing of other tenants
-                try:
-                    denial = await self._tags_denial(binding, desired)
-                except AwsFault:
-                    denial = None
-                if denial is not None:
-                    step = outcomes.denied(denial)
-                    await self._publish(binding, desired.target.region, step.report, step.events)
-                    return None
-            # Another tenant's objects are none of this one's business: name only a neighbour.
-            other = f"InstanceProfileBinding {owner.name}" if owner.namespace == binding.namespace else "a binding in another namespace"
-            message = (
-                f"instance {desired.target.instance_id} in {desired.target.region} is already bound by "
-                f"{other}; this binding takes over when that one is deleted"
-            )
-            await self._publish(binding, desired.target.region, Report(Reason.CONFLICT, message, stalled=True),
-                                (Event(WARNING, Reason.CONFLICT, message),))
             return None
-        async with self._locks.hold(key):
-            step = await self._converge(binding, desired, admission.tags_pending)
-        for event in step.events:  # before the status: whoever sees the status finds its Event
-            await self.writer.record(binding, event)
-        if step.report is not None:
-            acted = step.report.association_known and step.report.reason != Reason.POLICY_DENIED
-            await self._publish(binding, desired.target.region, step.report,
-                                role_arn=desired.target.account if acted else None)
-        return step.requeue
+        target = admission.desired.target
+        self.registry.place(binding.key, target.account)
+        owner = await self.gate.owner(binding, target)
+        if owner.key == binding.key:
+            return await self._converge(binding, admission)
+        if admission.tags_pending:  # a policy's denial says more, and nothing of other tenants
+            denial, _ = await self.gate.check_tags(binding, admission)
+            if denial is not None:
+                return outcomes.denied(denial)
+        # Another tenant's objects are none of this one's business: name only a neighbour.
+        other = f"InstanceProfileBinding {owner.name}" if owner.namespace == binding.namespace else "a binding in another namespace"
+        message = (f"instance {target.instance_id} in {target.region} is already bound by {other}; "
+                   "this binding takes over when that one is deleted")
+        return Step(Report(Reason.CONFLICT, message, stalled=True), (Event(WARNING, Reason.CONFLICT, message),), announce=True)
 
-    async def _admit(self, binding: Binding, desired: Desired) -> Admission:
-        """The tenancy verdict; when it hinges on tags in several accounts, look them up now."""
-        admission = self.tenancy.admit(binding, desired)
-        if not isinstance(admission, NeedsInstanceTags):
-            return admission
-        try:
-            tags = {account.key: (await self.observer.instance(replace(desired.target, account=account.key))).tags
-                    for account in admission.accounts}
-        except AwsFault as fault:
-            return Denied(Rule.INSTANCE_TAGS, f"cannot read the instance's tags to check the policy: {fault}")
-        return self.tenancy.admit(binding, desired, tags)
-
-    async def _tags_denial(self, binding: Binding, desired: Desired) -> Denied | None:
-        """Whether the instance's tags make the policy deny the binding (one batched Describe)."""
-        tags = {desired.target.account: (await self.observer.instance(desired.target)).tags}
-        verdict = self.tenancy.admit(binding, desired, tags)
-        return verdict if isinstance(verdict, Denied) else None
-
-    async def _converge(self, binding: Binding, desired: Desired, tags_pending: bool) -> Step:
+    async def _converge(self, binding: Binding, admission: Admitted) -> Step:
+        desired = admission.desired
         target = desired.target
-        association: Association | None = None
-        observed = False
         try:
-            association = await self.observer.association(target)
-            observed = True
+            association = self.outcomes.observed(binding, await self.observer.association(target))
             action = decide(desired, association, InstanceState.UNKNOWN)
-            if isinstance(action, LookUpInstance):
-                action = decide(desired, association, (await self.observer.instance(target)).state)
-            if tags_pending and isinstance(action, (Associate, Replace, Disassociate)):
-                denial = await self._tags_denial(binding, desired)  # before any change, never at steady state
+            instance = None
+            if admission.tags_pending and not custody.keeps(binding.status, self.outcomes.made(binding.key), target, action):
+                # Adoption is admission: the tags gate adopting, waiting on or telling of the instance
+                # as they gate changing it; only keeping what this binding recorded needs no look.
+                denial, instance = await self.gate.check_tags(binding, admission)
                 if denial is not None:
                     return outcomes.denied(denial)
+            if isinstance(action, LookUpInstance):
+                action = decide(desired, association, (instance or await self.observer.instance(target)).state)
             if isinstance(action, WaitForInstance):
                 message = f"instance {target.instance_id} is {action.state.value}; waiting until it is running or stopped"
-                return self.outcomes.failed(binding, FaultKind.INSTANCE_NOT_READY, message, association)
+                return self.outcomes.failed(binding, FaultKind.INSTANCE_NOT_READY, message)
             if isinstance(action, InstanceGone):
                 where = "does not exist" if action.state is InstanceState.NOT_FOUND else f"is {action.state.value}"
                 message = f"instance {target.instance_id} {where} in {target.region}"
-                return self.outcomes.failed(binding, FaultKind.INSTANCE_NOT_FOUND, message, association)
+                return self.outcomes.failed(binding, FaultKind.INSTANCE_NOT_FOUND, message)
+            if isinstance(action, MUTATIONS) and self._moved_on(binding):
+                return Step(None)  # deleted or changed meanwhile: the finalizer or the next pass decides
             result = await self._apply(target, action)
         except AwsFault as fault:
-            return self.outcomes.failed(binding, fault.kind, str(fault), association, observed)
+            return self.outcomes.failed(binding, fault.kind, str(fault))
         return self.outcomes.succeeded(binding, desired, action, result)
+
+    def _moved_on(self, binding: Binding) -> bool:
+        """Whether the binding was deleted or its spec changed since this pass read it."""
+        current = self.registry.get(binding.key)
+        return current is None or current.deleting or current.generation != binding.generation
 
     async def _apply(self, target: Target, action: Action) -> Association | None:
         if isinstance(action, Associate):
@@ -276,7 +268,7 @@ class Controller:
         return result
 
     async def _publish(self, binding: Binding, region: str, report: Report, announce: tuple[Event, ...] = (),
-                       role_arn: str | None = None) -> bool:
+                       role_arn: str = "") -> bool:
         """Write the status if it changed, after recording the ``announce`` Events; True if it did."""
         new = status.render(binding.status, binding.generation, region, report, self._now(), role_arn)
         if not status.differs(binding.status, new):

@@ -58,7 +58,7 @@ class InstanceGone:
 
 @dataclass(frozen=True)
 class Finished:
-    """Deletion: nothing (more) to do in EC2."""
+    """Deletion: nothing (more) to do in EC2 (``custody``)."""
 
     why: str
 
@@ -94,19 +94,6 @@ def decide(desired: Desired, association: Association | None, instance: Instance
     if instance is InstanceState.RUNNING:
         return Replace(association, desired.profile)
     # Replace works on running instances only: on a stopped one, disassociate, then associate.
-    return Disassociate(association)
-
-
-def decide_deletion(desired: Desired, managed_id: str | None, association: Association | None, owner: bool) -> Action:
-    """What deleting the binding does to EC2: disassociate only what this binding manages."""
-    if desired.retain:
-        return Finished("deletionPolicy is Retain")
-    if not owner:
-        return Finished("another binding manages this instance")
-    if association is None or association.state in (AssociationState.DISASSOCIATING, AssociationState.DISASSOCIATED):
-        return Finished("no association left")
-    if association.association_id != managed_id and not desired.profile.matches(association.profile_arn):
-        return Finished(f"association {association.association_id} was made outside this binding")
     return Disassociate(association)
 
 

@@ -171,6 +171,19 @@ class Ec2Gateway:
         ]
         return current_associations(found)
 
+    async def describe_associations_by_id(self, region: str, association_ids: list[str],
+                                          account: str = "") -> dict[str, Association]:
+        """The listed associations, in whatever state EC2 shows them; those it does not show are absent."""
+        try:
+            response = await self._call(region, "describe_iam_instance_profile_associations", account,
+                                        AssociationIds=association_ids)
+        except AwsFault as fault:
+            if fault.code == "InvalidAssociationID.NotFound":
+                return {}
+            raise
+        found = map(Association.from_aws, response.get("IamInstanceProfileAssociations", []))
+        return {a.association_id: a for a in found}
+
     async def describe_instances(self, region: str, instance_ids: Iterable[str],
                                  account: str = "") -> dict[str, Instance]:
         """State and tags per instance; instances EC2 does not know are NOT_FOUND, without tags."""

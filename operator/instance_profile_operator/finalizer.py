@@ -1,24 +1,30 @@
 """Deletion: what the finalizer does before a binding goes.
 
-It describes the instance afresh and disassociates only when the binding owns the instance, its
-policy is ``Delete`` and the association is the one it manages (``decide_deletion``), in the
-account the binding acted in. An uninstall (the CRD itself being deleted) touches nothing.
+It removes only what the binding recorded (``custody``): the association in its status, and one
+this process made for it whose status write had not landed, each in the account and region
+recorded, and only while it still carries the recorded profile. The spec as it reads at deletion
+decides nothing but ``deletionPolicy: Retain`` (which can only leave more in place). A binding
+with no record, such as one no policy ever admitted, makes no EC2 call at all. It runs under the
+binding's lock, after any reconcile of it, and reads the binding afresh. An association EC2
+reports as ``associating`` is waited on, as is one this process made that EC2 does not show
+yet. An uninstall (the CRD itself being deleted) touches nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping
 
-from .api import Reason
-from .decision import Disassociate, decide_deletion
+from . import custody
+from .api import GROUP, Reason
+from .decision import Disassociate, Settling
 from .ec2 import Ec2Gateway
-from .faults import AwsFault, FaultKind
+from .faults import AwsFault
 from .kube import Event, KubeWriter
-from .model import Binding, InvalidSpec
+from .model import Binding, Target
 from .observer import Observer
-from .registry import Key, Registry
+from .outcomes import Outcomes
+from .registry import Key
 from .settings import Settings
 from .status import Report
 from .uninstall import release_on_uninstall
@@ -27,6 +33,9 @@ from .workqueue import KeyLocks, backoff
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
 Publish = Callable[..., Awaitable[bool]]
+GONE = "InvalidAssociationID.NotFound"
+SETTLING = "IncorrectState"  # e.g. disassociating an association that is still associating
+BOOKKEEPING_PREFIXES = (f"{GROUP}/", "kopf.zalando.org/")  # annotations that look like the operator's; it reads none
 
 
 class RetryLater(Exception):
@@ -36,54 +45,77 @@ class RetryLater(Exception):
 
 
 class Finalizer:
-    def __init__(self, settings: Settings, registry: Registry, observer: Observer, gateway: Ec2Gateway,
-                 writer: KubeWriter, locks: KeyLocks[Key], publish: Publish):
+    def __init__(self, settings: Settings, observer: Observer, gateway: Ec2Gateway, writer: KubeWriter,
+                 locks: KeyLocks[Key], outcomes: Outcomes, publish: Publish):
         self.settings = settings
-        self.registry = registry
         self.observer = observer
         self.gateway = gateway
         self.writer = writer
         self._locks = locks
+        self._outcomes = outcomes
         self._publish = publish
 
     async def finalize(self, body: Mapping[str, Any], retry: int) -> None:
-        """Undo the binding in EC2 before the finalizer goes; raises RetryLater to be called again."""
+        """Undo the binding's record in EC2 before the finalizer goes; raises RetryLater to be called again."""
         binding = Binding.from_body(body)
+        await self._warn_of_bookkeeping_annotations(binding, body)
         if await self.writer.crd_deleting():
             await release_on_uninstall(self.writer, binding)
             return
-        self.registry.upsert(binding)
-        try:
-            desired = binding.desired(self.settings.region)
-        except InvalidSpec:
-            return  # it never managed anything
-        target = self.registry.target(binding)  # in the account it acted in, whatever policies say now
-        assert target is not None
-        desired = replace(desired, target=target)
-        owner = self.registry.owner(target)
         async with self._locks.hold(binding.key):
-            try:
-                association = await self.observer.association(target, fresh=True)
-                action = decide_deletion(desired, binding.status.get("associationId"), association,
-                                         owner is None or owner.key == binding.key)
-                if isinstance(action, Disassociate):
-                    await self.gateway.disassociate(target.region, action.association.association_id, target.account)
-                    self.observer.invalidate(target)
-            except AwsFault as fault:
-                if fault.kind in (FaultKind.STALE_OBSERVATION, FaultKind.INSTANCE_NOT_FOUND):
-                    log.info("%s: association already gone (%s)", binding.ref, fault)
-                    return
-                delay = backoff(retry, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-                message = f"cannot disassociate the instance profile: {fault}"
-                if retry >= fault.policy.quiet_attempts:
-                    stalled = fault.policy.stalled_after == 0
-                    await self.writer.record(binding, Event(WARNING, fault.policy.reason, message))
-                    await self._publish(binding, target.region, Report(
-                        fault.policy.reason, message, reconciling=not stalled, stalled=stalled, association_known=False))
-                raise RetryLater(message, delay) from None
-        if isinstance(action, Disassociate):
-            a = action.association
-            await self.writer.record(binding, Event(NORMAL, Reason.DISASSOCIATED, f"binding deleted: disassociated {a.profile_arn} from {target.instance_id} ({a.association_id})"))
-        elif desired.retain and association is not None:
-            await self.writer.record(binding, Event(NORMAL, Reason.RETAINED, f"deletionPolicy Retain: left {association.profile_arn} on {target.instance_id} ({association.association_id})"))
-        log.info("%s: finalized (%s)", binding.ref, getattr(action, "why", "disassociated"))
+            current = await self.writer.binding(binding.namespace, binding.name)  # the status as last written
+            if current is None or current.uid != binding.uid:
+                return  # gone already (and maybe created anew: that one is not this one's to touch)
+            records = custody.records(current.status, self._outcomes.made(binding.key))
+            if current.spec.get("deletionPolicy") == "Retain":
+                for record in records:
+                    await self.writer.record(current, Event(NORMAL, Reason.RETAINED, (
+                        f"deletionPolicy Retain: left association {record.association_id}")))
+                log.info("%s: finalized (deletionPolicy is Retain)", binding.ref)
+                return
+            for record in records:
+                await self._remove(current, record, retry)
+        log.info("%s: finalized (%s)", binding.ref, f"{len(records)} recorded association(s) handled" if records else "nothing recorded")
+
+    async def _warn_of_bookkeeping_annotations(self, binding: Binding, body: Mapping[str, Any]) -> None:
+        """Whoever may edit a binding may write its annotations: the operator keeps its bookkeeping
+        in status and reads none of them, and says so (one Event, counted on repeats)."""
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        ignored = sorted(key for key in annotations if key.startswith(BOOKKEEPING_PREFIXES))
+        if ignored:
+            await self.writer.record(binding, Event(WARNING, Reason.ANNOTATION_IGNORED, (
+                f"ignored annotations {', '.join(ignored)}: the operator keeps its bookkeeping in status, not in annotations")))
+
+    async def _remove(self, binding: Binding, record: custody.Record, retry: int) -> None:
+        try:
+            observed = (await self.gateway.describe_associations_by_id(
+                record.region, [record.association_id], record.account)).get(record.association_id)
+            current = None
+            if observed is None and record.instance_id is not None:
+                current = await self.observer.association(Target(record.region, record.instance_id, record.account), fresh=True)
+            action = custody.removal(record, observed, current)
+            if isinstance(action, Settling):
+                raise RetryLater(f"association {record.association_id} is {action.association.state.value}; waiting until it settles",
+                                 backoff(retry, self.settings.settle_base_seconds, self.settings.settle_max_seconds))
+            if not isinstance(action, Disassociate):
+                log.info("%s: %s", binding.ref, action.why)
+                return
+            await self.gateway.disassociate(record.region, record.association_id, record.account)
+        except AwsFault as fault:
+            if fault.code == GONE:
+                log.info("%s: association %s already gone", binding.ref, record.association_id)
+                return
+            delay = backoff(retry, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+            if fault.code == SETTLING:
+                raise RetryLater(f"association {record.association_id} is settling: {fault}", delay) from None
+            message = f"cannot disassociate the instance profile: {fault}"
+            if retry >= fault.policy.quiet_attempts:
+                stalled = fault.policy.stalled_after == 0
+                await self.writer.record(binding, Event(WARNING, fault.policy.reason, message))
+                await self._publish(binding, record.region, Report(
+                    fault.policy.reason, message, reconciling=not stalled, stalled=stalled, association_known=False))
+            raise RetryLater(message, delay) from None
+        a = action.association
+        self.observer.invalidate(Target(record.region, a.instance_id, record.account))
+        await self.writer.record(binding, Event(NORMAL, Reason.DISASSOCIATED, (
+            f"binding deleted: disassociated {a.profile_arn} from {a.instance_id} ({a.association_id})")))

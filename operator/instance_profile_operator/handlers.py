@@ -22,7 +22,6 @@ from .ec2 import Ec2Gateway
 from .kube import KubeWriter, load_api_client
 from .metrics import Metrics
 from .ratelimit import RateLimiter
-from .model import Account, Target
 from .settings import Settings
 from .tenancy import Tenancy
 from .uninstall import Uninstaller
@@ -67,7 +66,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # In status, which tenants who may edit a binding (its metadata included) cannot write: kopf's
+    # progress annotations were theirs to forge, and a malformed one stalled the finalizer.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.enabled = False  # the controller records aggregated Events of its own
     settings.scanning.disabled = False  # watch CRDs: stop serving when ours goes, resume when it is back
@@ -129,9 +130,7 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
             holder["controller"].requeue_namespaces(holder["tenancy"].book.on_namespace(type, body))
 
         if config.webhook_address:
-            register_admission(registry, lambda: holder["tenancy"].book if "tenancy" in holder else None,
-                               lambda account, region, instance_id: _instance_tags(holder, account, region, instance_id),
-                               config.region)
+            register_admission(registry, lambda: holder["tenancy"].book if "tenancy" in holder else None, config.region)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
@@ -146,8 +145,3 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
 
     return registry
 
-
-async def _instance_tags(holder: dict[str, Any], account: Account, region: str, instance_id: str) -> dict[str, str]:
-    """For admission: the instance's tags in ``account`` (a batched, read-only EC2 call)."""
-    instance = await holder["controller"].observer.instance(Target(region, instance_id, account.key))
-    return dict(instance.tags)

@@ -97,6 +97,16 @@ class KubeWriter:
             raise
         return True
 
+    async def binding(self, namespace: str, name: str) -> Binding | None:
+        """The binding as the API server has it now; None if it is gone."""
+        try:
+            body = await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return Binding.from_body(body)
+
     async def list_policies(self) -> list[dict[str, Any]]:
         """Every InstanceProfilePolicy; none while their CRD is not installed."""
         try:

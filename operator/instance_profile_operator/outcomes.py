@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from . import status
 from .api import Reason
+from .custody import Made
 from .decision import Action, Associate, Disassociate, InSync, Replace, Settling, is_adoption, is_drift
 from .faults import POLICIES, FaultKind, stalled_and_next_try
 from .kube import Event
@@ -24,6 +25,7 @@ from .workqueue import backoff, on_grid
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
 SETTLE_GRID = 0.5  # seconds: settle checks fall on this grid, so those of a burst share a Describe
+VISIBILITY_GRACE = 10.0  # seconds: EC2's describes may miss an association made this recently
 
 
 @dataclass
@@ -41,12 +43,13 @@ class Step:
     report: Report | None
     events: tuple[Event, ...] = ()
     requeue: float | None = None
+    announce: bool = False  # the events go with a change of status only (a verdict, not an attempt)
 
 
 def denied(verdict: Denied) -> Step:
     """A binding no policy allows: Stalled until a policy changes; what it associated earlier stays."""
     report = Report(Reason.POLICY_DENIED, verdict.message, stalled=True, association_known=False)
-    return Step(report, (Event(WARNING, Reason.POLICY_DENIED, verdict.message),))
+    return Step(report, (Event(WARNING, Reason.POLICY_DENIED, verdict.message),), announce=True)
 
 
 class Outcomes:
@@ -55,7 +58,7 @@ class Outcomes:
         self._clock = clock
         self._failures: dict[Key, Failure] = {}
         self._settling: dict[Key, int] = {}
-        self._made: dict[Key, str] = {}  # association IDs made and not yet in status (settling)
+        self._made: dict[Key, Made] = {}  # made, until a describe shows it and status records it
 
     def failing(self, key: Key) -> bool:
         """Whether the binding waits out a failure's backoff (a resync leaves it alone)."""
@@ -65,9 +68,31 @@ class Outcomes:
         """Whether the binding's next look is a check that EC2 has settled."""
         return key in self._settling
 
+    def made(self, key: Key) -> Made | None:
+        """The association this process made for the binding last, while no describe has shown it
+        or its status has not recorded it: deletion must know it."""
+        return self._made.get(key)
+
+    def observed(self, binding: Binding, association: Association | None) -> Association | None:
+        """What EC2's describe shows of the binding's instance, corrected for its lag: an association
+        made less than ``VISIBILITY_GRACE`` ago that no describe has shown yet is taken as EC2 answered it."""
+        made = self._made.get(binding.key)
+        if made is None:
+            return association
+        if association is not None and association.association_id == made.association.association_id:
+            if binding.status.get("associationId") == association.association_id:
+                del self._made[binding.key]  # seen and recorded
+            else:
+                self._made[binding.key] = replace(made, seen=True)
+            return association
+        if association is None and not made.seen and self._clock() - made.at < VISIBILITY_GRACE:
+            return made.association
+        return association
+
     def forget(self, key: Key) -> None:
         self._failures.pop(key, None)
         self._settled(key)
+        self._made.pop(key, None)
 
     def _settle_delay(self, key: Key) -> float:
         attempt = self._settling[key] = self._settling.get(key, 0) + 1
@@ -76,12 +101,13 @@ class Outcomes:
 
     def _settled(self, key: Key) -> None:
         self._settling.pop(key, None)
-        self._made.pop(key, None)
 
     def succeeded(self, binding: Binding, desired: Desired, action: Action, result: Association | None) -> Step:
         key, target = binding.key, desired.target
         self._failures.pop(key, None)
-        managed = self._made.get(key) or binding.status.get("associationId")  # the latest we made wins
+        made = self._made.get(key)
+        managed = made.association.association_id if made else binding.status.get("associationId")  # the latest we made wins
+        ours = {managed, binding.status.get("associationId")}
         profile = desired.profile.display
         drift = is_drift(action, status.was_ready(binding.status, binding.generation))
         if isinstance(action, InSync):
@@ -95,8 +121,9 @@ class Outcomes:
             a = action.association
             reason = Reason.ASSOCIATING if a.state is AssociationState.ASSOCIATING else Reason.DISASSOCIATING
             message = f"EC2 reports association {a.association_id} of {a.profile_arn} as {a.state.value}"
-            self._made.pop(key, None)  # in status from now on
-            return Step(Report(reason, message, reconciling=True, association=a), requeue=self._settle_delay(key))
+            # Only an association this binding made or recorded goes into its status (its record).
+            return Step(Report(reason, message, reconciling=True, association=a if a.association_id in ours else None),
+                        requeue=self._settle_delay(key))
         assert result is not None
         if isinstance(action, Disassociate):
             message = (
@@ -105,7 +132,9 @@ class Outcomes:
             )
             self._settled(key)
             event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else Reason.DISASSOCIATED, message)
-            return Step(Report(Reason.DISASSOCIATING, message, reconciling=True, association=result), (event,), requeue=0.0)
+            report = Report(Reason.DISASSOCIATING, message, reconciling=True,
+                            association=result if result.association_id in ours else None)
+            return Step(report, (event,), requeue=0.0)
         if isinstance(action, Associate):
             done = f"associated {profile} with {target.instance_id} ({result.association_id})"
             event_reason = Reason.ASSOCIATED
@@ -118,16 +147,18 @@ class Outcomes:
             if drift:
                 done = f"the profile was changed outside Kubernetes; {done}"
         event = Event(NORMAL, Reason.DRIFT_CORRECTED if drift else event_reason, done)
+        self._made[key] = Made(result, target, self._clock())
         if result.state is AssociationState.ASSOCIATED and desired.profile.matches(result.profile_arn):
             self._settled(key)
             return Step(Report(Reason.ASSOCIATED, f"{target.instance_id} carries {result.profile_arn}", ready=True, association=result), (event,))
         # No status yet: the first settle check usually finds the association associated, and
         # one write then shows the binding Ready; one that finds it still associating says so.
         self._settling[key] = 0
-        self._made[key] = result.association_id
         return Step(None, (event,), requeue=self._settle_delay(key))
 
-    def failed(self, binding: Binding, kind: FaultKind, message: str, association: Association | None, observed: bool = True) -> Step:
+    def failed(self, binding: Binding, kind: FaultKind, message: str) -> Step:
+        """A step that could not be taken: the status keeps its record (what a failed look at EC2
+        did or did not show is no evidence of what this binding manages)."""
         policy = POLICIES[kind]
         now = self._clock()
         failure = self._failures.get(binding.key)
@@ -140,6 +171,5 @@ class Outcomes:
             return Step(None, requeue=delay)
         stalled, delay = stalled_and_next_try(policy, failure.since, now, delay)
         log.warning("%s: %s (attempt %d, retrying in %.1f s)", binding.ref, message, failure.attempts, delay)
-        report = Report(policy.reason, message, reconciling=not stalled, stalled=stalled,
-                        association=association, association_known=observed)
+        report = Report(policy.reason, message, reconciling=not stalled, stalled=stalled, association_known=False)
         return Step(report, (Event(WARNING, policy.reason, message),), requeue=delay)

@@ -33,10 +33,13 @@ def timestamp(moment: datetime) -> str:
 
 
 def render(previous: Mapping[str, Any], generation: int, region: str, report: Report, now: datetime,
-           role_arn: str | None = None) -> dict[str, Any]:
+           role_arn: str = "") -> dict[str, Any]:
     """The complete new status. Absent fields are None so that a merge patch removes them.
-    ``role_arn``: the role the binding acts through ("" for the operator's own credentials;
-    None when this reconcile did not act, keeping what status said)."""
+    ``role_arn``: the role the binding acts through ("" for the operator's own credentials).
+
+    The association fields with ``region`` and ``roleArn`` are the binding's record (what its
+    deletion may remove, ``custody``): written together when ``report.association_known``, else
+    all kept as they were (the region follows the spec while nothing is recorded)."""
     association = report.association
     wanted = [(READY, report.ready)]
     if report.reconciling:
@@ -62,13 +65,15 @@ def render(previous: Mapping[str, Any], generation: int, region: str, report: Re
                  "id": association.profile_id} if association else None
             ),
             "associatedAt": timestamp(association.timestamp) if association and association.timestamp else None,
+            "roleArn": role_arn or None,
         }
     else:
-        observed = {key: previous.get(key) for key in ("associationId", "state", "instanceProfile", "associatedAt")}
+        observed = {key: previous.get(key) for key in ("associationId", "state", "instanceProfile", "associatedAt", "roleArn")}
+        if previous.get("associationId"):
+            region = previous.get("region") or region
     return {
         **observed,
         "region": region,
-        "roleArn": previous.get("roleArn") if role_arn is None else (role_arn or None),
         "observedGeneration": generation,
         "conditions": conditions,
         "lastSyncTime": timestamp(now),

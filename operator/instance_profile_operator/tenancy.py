@@ -3,8 +3,9 @@
 A thin room between the controller and the pure ``PolicyBook``: under ``Disabled`` every
 binding is allowed in the operator's own account; under ``Enforce`` the book decides. Instance
 tags are the one input that costs an EC2 call, so ``admit`` first answers without them; the
-controller looks the tags up only before a mutating call (``recheck``), or at once when the
-candidate accounts are several (it cannot even observe the instance before it knows where).
+controller looks them up before anything but keeping the association the binding recorded:
+before a mutation, an adoption, or telling anything of the instance (and at once when the
+candidate accounts are several: it cannot even observe the instance before it knows where).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping, Union
 
-from .model import OWN_ACCOUNT, Account, Binding, Desired
+from .model import OWN_ACCOUNT, Account, Binding, Desired, Target
 from .policy import Allowed, Denied, NeedsInstanceTags
 from .policybook import NamespaceNotSeen, PolicyBook
 
@@ -44,6 +45,14 @@ class Tenancy:
         if isinstance(verdict, NeedsInstanceTags) and len(verdict.accounts) == 1:
             return Admitted(_placed(desired, verdict.accounts[0]), tags_pending=True)
         return verdict
+
+    def claims(self, binding: Binding, desired: Desired, target: Target, tags: Mapping[str, str] | None = None) -> bool | None:
+        """Whether ``binding`` (wanting ``desired``) is admitted to act on ``target``, and so
+        contends for it; None: it hangs on the instance's ``tags`` there (look them up, ask again)."""
+        admission = self.admit(binding, desired, None if tags is None else {target.account: tags})
+        if not isinstance(admission, Admitted) or admission.desired.target != target:
+            return False
+        return None if admission.tags_pending else True
 
     def account_of(self, role_arn: str) -> Account:
         """The account a role ARN stands for, with the external ID its policy gives."""

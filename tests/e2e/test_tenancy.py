@@ -123,7 +123,7 @@ def test_a_binding_waits_for_a_policy_then_loses_it_without_losing_its_associati
 
 
 def test_admission_rejects_what_no_policy_allows_when_the_webhook_is_on(
-        api_client, start_operator, policies, devenv, ec2, new_instance, tmp_path):
+        api_client, start_operator, proxy, policies, devenv, ec2, new_instance, tmp_path):
     team = tenant(api_client, "d")
     policies(team_policy("d", "web-server"))
     credentials = pki.generate(tmp_path / "webhook")
@@ -142,9 +142,12 @@ def test_admission_rejects_what_no_policy_allows_when_the_webhook_is_on(
                  what="the API server to call the webhook")
         wrong_profile = apply("wrong-profile", tagged_instance(ec2, new_instance, "d"), "batch-worker")
         assert wrong_profile.returncode != 0 and "instance profile batch-worker is not allowed" in wrong_profile.stderr
+        assert team.get("wrong-profile") is None
+        # the webhook reads no EC2: a verdict that hangs on the instance's tags is the reconcile's, before any change
         wrong_instance = apply("wrong-instance", other_team, "web-server")
-        assert wrong_instance.returncode != 0 and "the instance lacks tag `team=d`" in wrong_instance.stderr
-        assert team.get("wrong-profile") is None and team.get("wrong-instance") is None
+        assert wrong_instance.returncode == 0, wrong_instance.stderr
+        assert "the instance lacks tag `team=d`" in denied(team, "wrong-instance")["message"]
+        assert mutating_calls(proxy) == 0
         allowed = apply("allowed", tagged_instance(ec2, new_instance, "d"), "web-server")
         assert allowed.returncode == 0, allowed.stderr
         wait_for(lambda: team.is_ready("allowed"), what="the allowed binding Ready")

@@ -39,7 +39,7 @@ def admission_webhook(devenv, crd, book, tmp_path) -> Iterator[None]:
     credentials = pki.generate(tmp_path / "webhook-pki")
     address = f"127.0.0.1:{free_port()}"
     registry = kopf.OperatorRegistry()
-    register_admission(registry, lambda: book, tags_lookup=None, default_region=devenv.region)
+    register_admission(registry, lambda: book, default_region=devenv.region)
 
     @kopf.on.login(registry=registry)
     def login(**_) -> kopf.ConnectionInfo:

@@ -1,7 +1,8 @@
 """A small fault-injecting HTTP proxy in front of moto's server.
 
-moto does not throttle, fail with 5xx, delay IAM propagation or leave associations in
-``associating``; this proxy makes those things happen on request, and counts every EC2
+moto does not throttle, fail with 5xx, delay IAM propagation, leave associations in
+``associating`` or lag its describes behind its mutations (EC2 is eventually consistent); this
+proxy makes those things happen on request, and counts every EC2
 action that passes through it (the operator's API calls, as EC2 would bill them).
 """
 
@@ -39,11 +40,14 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.calls: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.bodies: list[str] = []  # every request, for ``mentioning``
         self.in_flight = 0
         self._faults: list[Fault] = []
         self._associating_describes = 0
         self._pending_describes = 0
         self._delays: dict[str, float] = {}
+        self._hide_for = 0.0
+        self._hidden: dict[bytes, float] = {}  # association ID -> until when describes miss it
         self._lock = threading.Lock()
         proxy = self
 
@@ -87,7 +91,8 @@ class FaultProxy:
             self._faults.append(Fault(action, code, message, status, times, match, hold))
 
     def report_associating(self, describes: int) -> None:
-        """Make new associations look ``associating`` until ``describes`` Describe calls later."""
+        """Make new associations look ``associating`` until ``describes`` Describe calls later;
+        meanwhile EC2 refuses to disassociate them (``IncorrectState``), as it does while one settles."""
         with self._lock:
             self._associating_describes = describes
 
@@ -95,6 +100,12 @@ class FaultProxy:
         """Make running instances look ``pending`` in the next ``describes`` DescribeInstances."""
         with self._lock:
             self._pending_describes = describes
+
+    def hide_new_associations(self, seconds: float) -> None:
+        """Make DescribeIamInstanceProfileAssociations miss each association that an Associate
+        call makes for ``seconds`` after it was made (EC2's eventual consistency)."""
+        with self._lock:
+            self._hide_for = seconds
 
     def delay(self, action: str, seconds: float) -> None:
         """Hold every ``action`` call this long before forwarding it."""
@@ -107,11 +118,19 @@ class FaultProxy:
             self._associating_describes = 0
             self._pending_describes = 0
             self._delays.clear()
+            self._hide_for = 0.0
+            self._hidden.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
             self.calls.clear()
             self.injected.clear()
+            self.bodies.clear()
+
+    def mentioning(self, text: str) -> list[str]:
+        """The actions of the requests that named ``text`` (an instance or association ID)."""
+        with self._lock:
+            return [parse_qs(body).get("Action", ["?"])[0] for body in self.bodies if text in body]
 
     # -- the proxy -----------------------------------------------------------------------
 
@@ -129,6 +148,7 @@ class FaultProxy:
 
     def _rewrite(self, action: str, payload: bytes) -> bytes:
         with self._lock:
+            payload = self._lag(action, payload)
             if action == "DescribeInstances" and self._pending_describes:
                 self._pending_describes -= 1
                 return re.sub(rb"(<instanceState>\s*<code>)16(</code>\s*<name>)running(</name>)", rb"\g<1>0\g<2>pending\g<3>", payload)
@@ -140,15 +160,35 @@ class FaultProxy:
                 return payload
         return re.sub(rb"<state>associated</state>", b"<state>associating</state>", payload)
 
+    def _lag(self, action: str, payload: bytes) -> bytes:
+        """Hide what ``hide_new_associations`` says (called with the lock held)."""
+        now = time.monotonic()
+        if action == "AssociateIamInstanceProfile" and self._hide_for:
+            for association_id in re.findall(rb"<associationId>([^<]+)</associationId>", payload):
+                self._hidden[association_id] = now + self._hide_for
+        elif action == "DescribeIamInstanceProfileAssociations":
+            for association_id, until in list(self._hidden.items()):
+                if until <= now:
+                    del self._hidden[association_id]
+                    continue
+                payload = re.sub(rb"<item>(?:(?!</item>).)*<associationId>" + re.escape(association_id) + rb"</associationId>.*?</item>",
+                                 b"", payload, flags=re.S)
+        return payload
+
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         text = body.decode("utf-8", "replace")
         action = parse_qs(text).get("Action", ["?"])[0]
         with self._lock:
             self.calls[action] += 1
+            self.bodies.append(text)
             hold = self._delays.get(action, 0.0)
         if hold:
             time.sleep(hold)
         fault = self._pick_fault(action, text)
+        with self._lock:
+            if fault is None and action == "DisassociateIamInstanceProfile" and self._associating_describes:
+                self.injected[action] += 1
+                fault = Fault(action, "IncorrectState", "The association is not in a valid state: associating", 400, None, None)
         if fault is not None:
             time.sleep(fault.hold)
             self._respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")

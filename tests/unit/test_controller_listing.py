@@ -29,8 +29,10 @@ class DescribingGateway:
 
 
 def binding(n: int) -> dict:
+    """A binding reconciled before the restart: its status records an association."""
     return {"metadata": {"namespace": "team", "name": f"b-{n}", "uid": f"u-{n}", "generation": 1},
-            "spec": {"instanceId": f"i-{n:04d}", "iamInstanceProfile": {"name": "web"}}}
+            "spec": {"instanceId": f"i-{n:04d}", "iamInstanceProfile": {"name": "web"}},
+            "status": {"associationId": f"iip-i-{n:04d}", "region": "us-east-1"}}
 
 
 async def queued(controller: Controller, count: int) -> None:

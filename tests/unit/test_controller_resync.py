@@ -41,10 +41,10 @@ class PlacesGateway:
 
 
 def binding(name: str, role_arn: str = "") -> dict:
-    """A binding whose status records the account it acts in."""
+    """A binding whose status records the association it made and the account it acts in."""
     return {"metadata": {"namespace": "team", "name": name, "uid": f"u-{name}", "generation": 1},
             "spec": {"instanceId": f"i-{name}", "iamInstanceProfile": {"name": "web"}},
-            "status": {"roleArn": role_arn} if role_arn else {}}
+            "status": {"associationId": f"iip-i-{name}", **({"roleArn": role_arn} if role_arn else {})}}
 
 
 def controller_with(gateway: PlacesGateway, *bodies: dict, clock: FakeClock | None = None) -> Controller:
@@ -100,7 +100,7 @@ async def test_an_account_that_answers_again_has_its_failing_bindings_retried_at
     await drain(controller)
     await controller.resync()
     key = await controller.queue.get()
-    controller.outcomes.failed(controller.registry.get(key), FaultKind.ACCESS_DENIED, str(DENIED), None)  # its reconcile
+    controller.outcomes.failed(controller.registry.get(key), FaultKind.ACCESS_DENIED, str(DENIED))  # its reconcile
     controller.queue.done(key)
     del gateway.failing[ROLE]
     clock.advance(controller.settings.resync_seconds)  # the account's retry is due

@@ -17,7 +17,6 @@ from instance_profile_operator.decision import (
     Settling,
     WaitForInstance,
     decide,
-    decide_deletion,
     is_adoption,
     is_drift,
 )
@@ -219,61 +218,11 @@ def test_decide_lookup_is_transparent(want, observed, real):
         assert first == direct  # the state was not needed, so it cannot change the answer
 
 
-# --------------------------------------------------------------------------------------------
-# (c) decide_deletion()
-# --------------------------------------------------------------------------------------------
-
 MANAGED = "iip-assoc-managed"
 
 
-@pytest.mark.parametrize(
-    ("retain", "owner", "observed", "managed_id", "expected"),
-    [
-        pytest.param(True, True, association(A.ASSOCIATED, DESIRED_ARN, MANAGED), MANAGED, Finished, id="retain"),
-        pytest.param(False, False, association(A.ASSOCIATED, DESIRED_ARN, MANAGED), MANAGED, Finished, id="not-owner"),
-        pytest.param(False, True, None, MANAGED, Finished, id="no-association"),
-        pytest.param(False, True, association(A.DISASSOCIATING, DESIRED_ARN, MANAGED), MANAGED, Finished,
-                     id="disassociating"),
-        pytest.param(False, True, association(A.DISASSOCIATED, DESIRED_ARN, MANAGED), MANAGED, Finished,
-                     id="disassociated"),
-        pytest.param(False, True, association(A.ASSOCIATED, OTHER_ARN, MANAGED), MANAGED, Disassociate,
-                     id="id-matches-managed"),
-        pytest.param(False, True, association(A.ASSOCIATED, DESIRED_ARN, "iip-assoc-new"), MANAGED, Disassociate,
-                     id="id-differs-profile-matches"),
-        pytest.param(False, True, association(A.ASSOCIATED, DESIRED_ARN, "iip-assoc-new"), None, Disassociate,
-                     id="nothing-recorded-profile-matches"),
-        pytest.param(False, True, association(A.ASSOCIATED, OTHER_ARN, "iip-assoc-new"), MANAGED, Finished,
-                     id="id-differs-profile-differs"),
-        pytest.param(False, True, association(A.ASSOCIATED, OTHER_ARN, "iip-assoc-new"), None, Finished,
-                     id="nothing-recorded-profile-differs"),
-    ],
-)
-@pytest.mark.parametrize("profile_by", list(PROFILE_BY))
-def test_decide_deletion(retain, owner, observed, managed_id, expected, profile_by):
-    action = decide_deletion(desired(PROFILE_BY[profile_by], retain=retain), managed_id, observed, owner)
-
-    assert type(action) is expected
-    if expected is Disassociate:
-        assert action.association == observed
-    else:
-        assert action.why  # users read why nothing happened
-
-
-def test_decide_deletion_outside_association_is_named_in_reason():
-    outsider = association(A.ASSOCIATED, OTHER_ARN, "iip-assoc-outsider")
-    action = decide_deletion(desired(PROFILE_BY["by-arn"]), MANAGED, outsider, owner=True)
-    assert isinstance(action, Finished)
-    assert "iip-assoc-outsider" in action.why
-
-
-def test_decide_deletion_retain_wins_over_managed_association():
-    managed = association(A.ASSOCIATED, DESIRED_ARN, MANAGED)
-    assert isinstance(decide_deletion(desired(PROFILE_BY["by-arn"], retain=True), MANAGED, managed, True), Finished)
-    assert isinstance(decide_deletion(desired(PROFILE_BY["by-arn"], retain=False), MANAGED, managed, True), Disassociate)
-
-
 # --------------------------------------------------------------------------------------------
-# (d) is_drift() and is_adoption()
+# (c) is_drift() and is_adoption()
 # --------------------------------------------------------------------------------------------
 
 _SETTLED = association(A.ASSOCIATED, DESIRED_ARN, MANAGED)

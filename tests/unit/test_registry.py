@@ -42,6 +42,14 @@ def registry(*bindings: Binding) -> Registry:
     return reg
 
 
+def admitted(*bindings: Binding) -> Registry:
+    """A registry whose bindings were all admitted in the operator's own account."""
+    reg = registry(*bindings)
+    for b in bindings:
+        reg.place(b.key, "")
+    return reg
+
+
 TARGET = Target(DEFAULT_REGION, INSTANCE)
 
 
@@ -143,7 +151,7 @@ def test_upsert_finalizer_added():
 
 
 def test_upsert_moves_binding_to_new_target():
-    reg = registry(binding("a"))
+    reg = admitted(binding("a"))
     moved = binding("a", instance="i-0fffffffffffffff0", generation=2)
     reg.upsert(moved)
     assert reg.owner(TARGET) is None
@@ -186,7 +194,7 @@ def test_remove_unknown_key():
 
 
 def test_instances_by_place_groups_by_region():
-    reg = registry(
+    reg = admitted(
         binding("a", instance="i-0000000000000000a"),
         binding("b", instance="i-0000000000000000b", region=DEFAULT_REGION),
         binding("c", instance="i-0000000000000000c", region="eu-west-1"),
@@ -203,7 +211,7 @@ ROLE = "arn:aws:iam::222233334444:role/ipo"
 
 
 def test_the_same_instance_id_in_two_accounts_is_two_instances():
-    reg = registry(binding("own", instance="i-0000000000000000a"),
+    reg = admitted(binding("own", instance="i-0000000000000000a"),
                    binding("other", instance="i-0000000000000000a", created="2025-01-02T00:00:00Z"))
     assert reg.owner(Target(DEFAULT_REGION, "i-0000000000000000a")).name == "own"  # one contends with the other...
     reg.place(("default", "other"), ROLE)  # ...until its policy places it in another account
@@ -219,7 +227,7 @@ def test_the_account_recorded_in_status_places_a_binding_after_a_restart():
 
 
 def test_instances_by_place_excludes_instances_only_deleting_bindings_name():
-    reg = registry(
+    reg = admitted(
         binding("gone", instance="i-0000000000000000a", deleting=True),
         binding("leaving", instance="i-0000000000000000b", deleting=True),
         binding("staying", instance="i-0000000000000000b"),
@@ -266,3 +274,35 @@ def test_upsert_tolerates_non_mapping_profile():
     reg = Registry(DEFAULT_REGION)
     assert reg.upsert(bad) is True
     assert reg.target(bad) is None
+
+
+# --------------------------------------------------------------------------------------------
+# owner(eligible): only bindings their policies admit own an instance
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_denied_binding_created_first_never_owns_the_instance():
+    squatter = binding("squatter", namespace="no-policy", created="2025-01-01T00:00:00Z")
+    legit = binding("legit", namespace="team-a", created="2025-01-01T00:00:05Z")
+    reg = registry(squatter, legit)
+    assert reg.owner(TARGET) == squatter  # by precedence alone
+    assert reg.owner(TARGET, lambda b: b.namespace != "no-policy") == legit
+    assert reg.owner(TARGET, lambda b: False) is None
+
+
+def test_rivals_are_the_other_bindings_of_the_instance():
+    a, b, elsewhere = binding("a"), binding("b"), binding("c", instance="i-0fffffffffffffff0")
+    reg = registry(a, b, elsewhere)
+    assert reg.rivals(a.key) == [b] and reg.rivals(elsewhere.key) == [] and reg.rivals(("x", "y")) == []
+
+
+def test_resyncs_describe_instances_for_admitted_or_recorded_bindings_only():
+    recorded = binding("recorded", instance="i-0000000000000000a", status={"associationId": "iip-assoc-1"})
+    unjudged = binding("new", instance="i-0000000000000000b")
+    denied = binding("denied", instance="i-0000000000000000c", status={"associationId": "iip-assoc-3"})
+    reg = registry(recorded, unjudged, denied)
+    reg.deny(denied.key)
+    assert reg.instances_by_place() == {("", DEFAULT_REGION): ["i-0000000000000000a"]}  # a denied one costs no EC2 call
+    reg.place(unjudged.key, "")
+    reg.deny(recorded.key)
+    assert reg.instances_by_place() == {("", DEFAULT_REGION): ["i-0000000000000000b"]}

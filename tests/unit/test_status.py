@@ -219,3 +219,20 @@ def test_was_ready(conditions, generation, expected):
 
 def test_was_ready_on_empty_status():
     assert was_ready({}, 1) is False
+
+
+ROLE = "arn:aws:iam::222233334444:role/ipo"
+
+
+def test_the_record_is_written_whole_with_its_region_and_account():
+    status = render({}, 1, "eu-west-1", READY_REPORT, NOW, ROLE)
+    assert (status["associationId"], status["region"], status["roleArn"]) == ("iip-assoc-1", "eu-west-1", ROLE)
+    assert render({}, 1, "eu-west-1", READY_REPORT, NOW)["roleArn"] is None  # the operator's own account
+
+
+def test_a_report_that_does_not_know_the_association_keeps_the_whole_record():
+    previous = render({}, 1, "eu-west-1", READY_REPORT, EARLIER, ROLE)
+    denied = Report(Reason.POLICY_DENIED, "no", stalled=True, association_known=False)
+    status = render(previous, 2, "us-east-1", denied, NOW, "")  # the spec now names another region
+    assert (status["associationId"], status["region"], status["roleArn"]) == ("iip-assoc-1", "eu-west-1", ROLE)
+    assert render({}, 1, "us-east-1", denied, NOW)["region"] == "us-east-1"  # nothing recorded: the spec's region
