@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup controlplane test unit demo up down bench bench-scale bench-fleet image clean
+.PHONY: setup controlplane test unit demo up down bench bench-scale bench-fleet bench-fairness image clean
 
 setup: $(STAMP) controlplane
 
@@ -42,6 +42,9 @@ bench-scale: setup
 
 bench-fleet: setup
 	$(BIN)/python bench/fleet.py
+
+bench-fairness: setup
+	$(BIN)/python bench/fairness.py
 
 image: $(STAMP)
 	$(BIN)/python -m instance_profile_operator.devenv.image build

@@ -71,6 +71,14 @@ def audit_writes(path: Path, since_line: int) -> tuple[Counter, int]:
     return writes, len(lines)
 
 
+def install_crds(endpoints) -> None:
+    """Apply crds/ and wait until both CRDs are Established."""
+    kubectl = [f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}"]
+    subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
+    subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/instanceprofilebindings.ec2.instanceprofiles.dev",
+                    "crd/instanceprofilepolicies.ec2.instanceprofiles.dev"], check=True, capture_output=True)
+
+
 def ready(obj: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions") or [])
 
@@ -92,10 +100,7 @@ def main() -> int:
         endpoints = env.start()
         operator = None
         try:
-            subprocess.run([f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}", "apply", "-f", str(REPO / "crds")],
-                           check=True, capture_output=True)
-            subprocess.run([f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}", "wait",
-                            "--for=condition=Established", "crd/instanceprofilebindings.ec2.instanceprofiles.dev"], check=True, capture_output=True)
+            install_crds(endpoints)
             session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=endpoints.region)
             session.client("iam", endpoint_url=endpoints.ec2_endpoint_url).create_instance_profile(InstanceProfileName="web-server")
             ec2 = session.client("ec2", endpoint_url=endpoints.ec2_endpoint_url)

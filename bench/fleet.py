@@ -39,7 +39,7 @@ import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.converge import audit_writes, body, ec2_requests, machine, metrics, ready  # noqa: E402
+from bench.converge import audit_writes, body, ec2_requests, install_crds, machine, metrics, ready  # noqa: E402
 from bench.ec2_throttle import ThrottleEmulator  # noqa: E402
 from instance_profile_operator.api import GROUP, PLURAL, VERSION  # noqa: E402
 from instance_profile_operator.devenv.cluster import DevEnv, _die_with_parent, free_port, wait_until  # noqa: E402
@@ -132,10 +132,7 @@ def main() -> int:
         endpoints = env.start()
         emulator = operator = None
         try:
-            kubectl = [f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}"]
-            subprocess.run([*kubectl, "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
-            subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/instanceprofilebindings.ec2.instanceprofiles.dev"],
-                           check=True, capture_output=True)
+            install_crds(endpoints)
             session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=endpoints.region)
             session.client("iam", endpoint_url=endpoints.ec2_endpoint_url).create_instance_profile(InstanceProfileName="web-server")
             ec2 = session.client("ec2", endpoint_url=endpoints.ec2_endpoint_url)

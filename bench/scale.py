@@ -24,7 +24,7 @@ import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.converge import audit_writes, body, machine, metrics, ready  # noqa: E402
+from bench.converge import audit_writes, body, install_crds, machine, metrics, ready  # noqa: E402
 from bench.ec2_throttle import EC2_BUCKETS, ThrottleEmulator  # noqa: E402
 from instance_profile_operator.api import GROUP, PLURAL, VERSION  # noqa: E402
 from instance_profile_operator.devenv.cluster import DevEnv, _die_with_parent, free_port, wait_until  # noqa: E402
@@ -97,10 +97,7 @@ def main() -> int:
         env = DevEnv(workdir / "devenv")
         endpoints = env.start()
         try:
-            kubectl = [f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}"]
-            subprocess.run([*kubectl, "apply", "-f", str(Path(__file__).resolve().parents[1] / "crds")], check=True, capture_output=True)
-            subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/instanceprofilebindings.ec2.instanceprofiles.dev"],
-                           check=True, capture_output=True)
+            install_crds(endpoints)
             session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=endpoints.region)
             session.client("iam", endpoint_url=endpoints.ec2_endpoint_url).create_instance_profile(InstanceProfileName="web-server")
             ec2 = session.client("ec2", endpoint_url=endpoints.ec2_endpoint_url)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 from . import custody, memory, outcomes, status
 from .api import Reason
+from .bulk import BulkDescriber
 from .decision import MUTATIONS, Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
 from .ec2 import Ec2Gateway
 from .faults import AwsFault, FaultKind
@@ -30,6 +31,7 @@ from .outcomes import Outcomes, Step
 from .gate import Gate
 from .policy import Denied
 from .policybook import NamespaceNotSeen
+from .ratelimit import on_behalf_of
 from .registry import Key, Registry
 from .settings import Settings
 from .status import Report
@@ -57,14 +59,17 @@ class Controller:
         self.writer = writer
         self.registry = Registry(settings.region)
         self.metrics = metrics or Metrics()
-        self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue)
-        self.observer = Observer(gateway, ttl=settings.resync_seconds, clock=clock)
+        # Namespaces take turns, and none holds every worker: another's change never waits for a worker.
+        self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue, tenant_of=lambda key: key[0],
+                                               tenant_limit=max(1, settings.workers - 1))
+        self.observer = Observer(gateway, ttl=settings.resync_seconds, clock=clock, recovered=lambda place: self.bulk.recovered(place))
         self._clock = clock
         self._now = now
         self._locks: KeyLocks[Key] = KeyLocks()  # a reconcile and the finalizer never overlap
         self.outcomes = Outcomes(settings, clock)
         self.gate = Gate(tenancy, self.observer, self.registry)
         self.finalizer = Finalizer(settings, self.observer, gateway, writer, self._locks, self.outcomes, self._publish)
+        self.bulk = BulkDescriber(self.registry, self.observer, self.queue, self.outcomes, self.metrics)
         self._crashes: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._listed: list[Key] = []  # listed at start-up, waiting to be described together
@@ -80,6 +85,7 @@ class Controller:
     async def stop(self) -> None:
         for task in [*self._tasks, *([self._listing] if self._listing else [])]:
             task.cancel()
+        self.bulk.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.gateway.close()
         self.writer.close()
@@ -106,12 +112,7 @@ class Controller:
         while self._listed:
             await asyncio.sleep(LISTING_WINDOW)
             keys, self._listed = self._listed, []
-            try:
-                await self.observer.refresh(self.registry.instances_by_place(keys))
-            except AwsFault as fault:
-                log.warning("could not describe the listed bindings' instances; each reconcile will: %s", fault)
-            for key in keys:
-                self.queue.add(key, priority=Priority.USER)
+            self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER), "describing the listed bindings")
         self._listing = None
 
     def requeue_namespaces(self, namespaces: set[str]) -> None:
@@ -138,28 +139,17 @@ class Controller:
         return contenders
 
     async def resync(self) -> None:
-        """Describe every bound instance in one batched pass, then reconcile every binding
-        that is not waiting out a failure backoff."""
-        places = self.registry.instances_by_place()
-        self.gateway.retain(places)  # clients and rate-limit buckets of places nobody names go
-        try:
-            await self.observer.refresh(places)
-        except AwsFault as fault:
-            log.warning("resync could not describe associations, trying again next interval: %s", fault)
-            return
+        """Describe every bound instance in one batched pass per account and region, then
+        reconcile every binding that is not waiting out a failure backoff."""
+        self.gateway.retain(self.registry.instances_by_place())  # clients and rate-limit buckets of places nobody names go
+        await self.bulk.describe_then_queue(self.registry.keys(), Priority.BACKGROUND)
         self.resyncs += 1
-        for key in self.registry.keys():
-            if not self.outcomes.failing(key):
-                self.queue.add(key, priority=Priority.BACKGROUND)
 
     async def _resync_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
             memory.release_free()  # what the last interval's work freed
-            try:
-                await self.resync()
-            except Exception:  # a bug must not end drift detection for good
-                log.exception("resync failed; trying again next interval")
+            self.bulk.in_background(self.resync(), "resync")
 
     async def _work(self) -> None:
         while True:
@@ -167,7 +157,8 @@ class Controller:
             self.metrics.reconcile_began()
             started, result = self._clock(), "error"
             try:
-                delay = await self.reconcile(key)
+                with on_behalf_of(key[0]):  # its EC2 calls take their namespace's turn
+                    delay = await self.reconcile(key)
                 self._crashes.pop(key, None)
                 result = reconcile_result(delay, failed=self.outcomes.failing(key))
             except Exception as error:  # the API server or a bug: say so, back off, never stop the worker
@@ -305,3 +296,4 @@ class Controller:
         if await self.writer.patch_status(binding, new):
             self.registry.remember_status(binding.key, new)
         return True
+

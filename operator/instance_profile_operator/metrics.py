@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .api import READY, STALLED, COMPONENT
+from .model import Place
 from .workqueue import QueueHooks
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ CONTROLLER = "instanceprofilebinding"  # the controller and work-queue label, as
 LEASE = COMPONENT  # the Lease's name, the leader_election_master_status label
 RESULTS = ("success", "error", "requeue", "requeue_after")
 NO_STATUS = "Unknown"  # the reason label of bindings that have no Ready condition yet
+OWN_ACCOUNT = "own"  # the account label of the operator's own credentials (no role assumed)
 
 # controller-runtime's buckets: reconcile time, and work-queue durations (10 ns .. 1000 s).
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9,
@@ -138,6 +140,9 @@ class Metrics:
                               "(throttled, access-denied, ...).", ["operation", "outcome"], registry=r)
         self.ec2_duration = h("ipo_ec2_request_duration_seconds", "Latency of one EC2 API request (one attempt).",
                               ["operation"], buckets=EC2_BUCKETS, registry=r)
+        self.resync_failures = c("ipo_resync_failures_total",
+                                 "Describes of one account (role ARN, or own) and region that failed in a resync or "
+                                 "the start-up listing; its bindings show the fault.", ["account", "region"], registry=r)
         r.register(_ControllerState(self))
 
         for result in RESULTS:  # controller-runtime starts these at zero so that rate() sees the first one
@@ -167,6 +172,10 @@ class Metrics:
     def ec2_request(self, operation: str, outcome: str, seconds: float) -> None:
         self.ec2_requests.labels(operation, outcome).inc()
         self.ec2_duration.labels(operation).observe(seconds)
+
+    def resync_failed(self, place: Place) -> None:
+        account, region = place
+        self.resync_failures.labels(account or OWN_ACCOUNT, region).inc()
 
     def leading(self, leader: bool) -> None:
         self.leader.labels(LEASE).set(1 if leader else 0)

@@ -14,8 +14,10 @@ refused.
   that slowdown are echoes of the same event and change nothing (each grant carries the
   bucket's slowdown epoch).
 * ``RateLimiter`` is the async waiting: ``acquire`` parks the caller on a future, one timer per
-  key wakes the waiters when a token is due, and waiters are served by priority, then arrival.
-  No thread ever sleeps, and keys never wait for one another for tokens. With ``slots`` set (the
+  key wakes the waiters when a token is due, and waiters are served by priority, then tenant by
+  tenant in turn (``fairshare.FairQueue``; the caller's ``on_behalf_of``, a namespace), then by
+  arrival: one namespace's flood of calls takes one token of each in turn, the others' calls the
+  rest. No thread ever sleeps, and keys never wait for one another for tokens. With ``slots`` set (the
   gateway's threads), a token is granted only while a slot is free, and ``release`` frees it
   when the request is answered: a granted request is sent at once, never queued behind others
   while EC2's bucket fills up to its cap and loses the refill ours counted on. Free slots go to
@@ -33,14 +35,15 @@ backoff after a 5xx is an ``asyncio.sleep``.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import re
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Iterator, Mapping
+from typing import Callable, Collection, Hashable, Iterator, Mapping, TypeVar
+
+from .fairshare import FairQueue
 
 DECREASE = 0.5  # the refill rate is multiplied by this on a refusal
 FLOOR = 0.05  # ... but never drops below this fraction of the configured rate
@@ -150,16 +153,32 @@ class Bucket:
 Key = tuple[str, str, str]  # (account, region, action); account "" is the operator's own credentials
 
 _priority: ContextVar[int] = ContextVar("ec2_call_priority", default=0)
+_tenant: ContextVar[Hashable] = ContextVar("ec2_call_tenant", default=None)
+V = TypeVar("V")
 
 
 @contextmanager
-def at_priority(priority: int) -> Iterator[None]:
-    """EC2 calls made inside wait for their tokens at ``priority`` (lower goes first)."""
-    token = _priority.set(priority)
+def _setting(variable: ContextVar[V], value: V) -> Iterator[None]:
+    token = variable.set(value)
     try:
         yield
     finally:
-        _priority.reset(token)
+        variable.reset(token)
+
+
+def at_priority(priority: int) -> AbstractContextManager[None]:
+    """EC2 calls made inside wait for their tokens at ``priority`` (lower goes first)."""
+    return _setting(_priority, priority)
+
+
+def on_behalf_of(tenant: Hashable) -> AbstractContextManager[None]:
+    """EC2 calls made inside wait for their tokens in ``tenant``'s turn (None: no tenant's own)."""
+    return _setting(_tenant, tenant)
+
+
+def current_tenant() -> Hashable:
+    """The tenant of the calls made here (``on_behalf_of``)."""
+    return _tenant.get()
 
 
 @dataclass(frozen=True)
@@ -171,8 +190,12 @@ class Grant:
 @dataclass(eq=False)
 class _Lane:
     bucket: Bucket
-    waiters: list[tuple[int, int, asyncio.Future]] = field(default_factory=list)  # heap: priority, arrival
+    waiters: FairQueue[tuple[int, int, asyncio.Future]] = field(default_factory=FairQueue)  # (priority, arrival, future)
     timer: asyncio.TimerHandle | None = None
+
+
+def _waiting(waiter: tuple[int, int, asyncio.Future]) -> bool:
+    return not waiter[2].done()  # a waiter cancelled while waiting is done
 
 
 class RateLimiter:
@@ -209,11 +232,14 @@ class RateLimiter:
 
     async def acquire(self, account: str, region: str, action: str, priority: int | None = None) -> Grant:
         """Wait for a token of ``(account, region, action)`` and a free slot; by default at the
-        caller's ``at_priority``. A caller cancelled while waiting takes neither."""
+        caller's ``at_priority``, in the turn of its ``on_behalf_of``. A caller cancelled while
+        waiting takes neither."""
         key = (account, region, action)
         lane = self._lane(key)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        heapq.heappush(lane.waiters, (_priority.get() if priority is None else priority, next(self._arrivals), future))
+        priority = _priority.get() if priority is None else priority
+        arrival = next(self._arrivals)
+        lane.waiters.push((priority, arrival, future), _tenant.get(), priority, arrival)
         self._waiting.add(lane)
         self._dispatch()
         try:
@@ -237,15 +263,15 @@ class RateLimiter:
         self._dispatch()
 
     def _first(self, now: float) -> _Lane | None:
-        """The lane with a token whose first waiter comes first (priority, then arrival)."""
-        first = None
+        """The lane with a token whose next waiter (its tenants in turn) comes first (priority,
+        then arrival)."""
+        first, first_waiter = None, None
         for lane in list(self._waiting):
-            while lane.waiters and lane.waiters[0][2].done():  # cancelled while waiting
-                heapq.heappop(lane.waiters)
-            if not lane.waiters:
+            waiter = lane.waiters.peek(_waiting)
+            if waiter is None:
                 self._waiting.discard(lane)
-            elif lane.bucket.wait(now) == 0 and (first is None or lane.waiters[0][:2] < first.waiters[0][:2]):
-                first = lane
+            elif lane.bucket.wait(now) == 0 and (first_waiter is None or waiter[:2] < first_waiter[:2]):
+                first, first_waiter = lane, waiter
         return first
 
     def _dispatch(self) -> None:
@@ -254,7 +280,7 @@ class RateLimiter:
             lane = self._first(now)
             if lane is None:
                 break
-            future = heapq.heappop(lane.waiters)[2]
+            future = lane.waiters.pop(_waiting)[2]
             lane.bucket.take(now)
             self.in_use += 1
             future.set_result(lane.bucket.epoch)

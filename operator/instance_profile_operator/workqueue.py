@@ -2,7 +2,14 @@
 most once (the earliest due time and the highest priority win), is never processed by two
 workers at once, and a key added while it is being processed is processed again afterwards.
 Of the keys that are due, those of a user's change go before periodic re-checks, and follow-ups
-of a change made go before both."""
+of a change made go before both. Tenants (namespaces, by ``tenant_of``) share the workers fairly
+(``fairshare.FairQueue``): they take turns, one key each, first among follow-ups and users'
+changes, then among re-checks, and priority orders each tenant's own keys. A tenant flooding the
+queue therefore delays another's change by one key per tenant at most, and its follow-ups, which
+become changes of their own when the spec moved on meanwhile, cannot hold another's change back.
+With ``tenant_limit``, a tenant never has more keys in process at once: the workers it leaves
+free take another tenant's change the moment it comes, not when one of the flood's reconciles,
+waiting for an EC2 token, ends."""
 
 from __future__ import annotations
 
@@ -13,9 +20,12 @@ import itertools
 import math
 import random
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Generic, Hashable, TypeVar
+
+from .fairshare import FairQueue
 
 K = TypeVar("K", bound=Hashable)
 
@@ -40,6 +50,11 @@ class Priority(enum.IntEnum):
     USER = 1
     BACKGROUND = 2
 
+    @property
+    def tier(self) -> int:
+        """Tenants take turns within a tier; a lower tier goes first."""
+        return int(self is Priority.BACKGROUND)
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -62,13 +77,17 @@ class QueueHooks:
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, clock: Callable[[], float] = time.monotonic, hooks: QueueHooks = QueueHooks()):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, hooks: QueueHooks = QueueHooks(),
+                 tenant_of: Callable[[K], Hashable] = lambda key: None, tenant_limit: int | None = None):
         self._clock = clock
         self._hooks = hooks
+        self._tenant_of = tenant_of
+        self._tenant_limit = tenant_limit
+        self._in_process: Counter[Hashable] = Counter()  # keys in process per tenant
         self._started: dict[K, float] = {}
         self._entries: dict[K, _Entry] = {}
         self._delayed: list[tuple[float, int, K]] = []  # heap by due time
-        self._ready: list[tuple[int, float, int, K]] = []  # due; heap by priority, then due time
+        self._ready: FairQueue[tuple[float, int, K]] = FairQueue()  # due: (due, stamp, key)
         self._stamps = itertools.count()
         self._processing: set[K] = set()
         self._again: dict[K, tuple[float, Priority]] = {}  # added while processing
@@ -100,8 +119,8 @@ class WorkQueue(Generic[K]):
         return entry if entry is not None and entry.stamp == stamp else None
 
     async def get(self) -> K:
-        """The due key of the highest priority, earliest first; the caller must call
-        ``done(key)`` when finished with it.
+        """The due key of the tenant whose turn it is, of the highest priority, earliest first; the
+        caller must call ``done(key)`` when finished with it.
 
         It yields to the event loop first, even with keys ready: reconciles that find everything
         in memory never wait, and a worker going through a resync's 10,000 keys without yielding
@@ -113,15 +132,16 @@ class WorkQueue(Generic[K]):
                 due, stamp, key = heapq.heappop(self._delayed)
                 entry = self._current(key, stamp)
                 if entry is not None:
-                    heapq.heappush(self._ready, (entry.priority, due, stamp, key))
-            while self._ready:
-                _, due, stamp, key = heapq.heappop(self._ready)
-                if self._current(key, stamp) is not None:
-                    del self._entries[key]
-                    self._processing.add(key)
-                    self._started[key] = now = self._clock()
-                    self._hooks.started(now - due)
-                    return key
+                    self._ready.push((due, stamp, key), self._tenant_of(key), entry.priority.tier, (entry.priority, due, stamp))
+            ready = self._ready.pop(lambda item: self._current(item[2], item[1]) is not None, self._below_limit)
+            if ready is not None:
+                due, _, key = ready
+                del self._entries[key]
+                self._processing.add(key)
+                self._in_process[self._tenant_of(key)] += 1
+                self._started[key] = now = self._clock()
+                self._hooks.started(now - due)
+                return key
             while self._delayed and self._current(self._delayed[0][2], self._delayed[0][1]) is None:
                 heapq.heappop(self._delayed)  # superseded
             timeout = self._delayed[0][0] - now if self._delayed else None
@@ -131,8 +151,17 @@ class WorkQueue(Generic[K]):
             except asyncio.TimeoutError:
                 pass
 
+    def _below_limit(self, tenant: Hashable) -> bool:
+        return self._tenant_limit is None or self._in_process[tenant] < self._tenant_limit
+
     def done(self, key: K) -> None:
-        self._processing.discard(key)
+        if key in self._processing:
+            self._processing.remove(key)
+            tenant = self._tenant_of(key)
+            self._in_process[tenant] -= 1
+            if not self._in_process[tenant]:
+                del self._in_process[tenant]
+            self._wakeup.set()  # its tenant may be below its limit again
         if key in self._started:
             self._hooks.finished(self._clock() - self._started.pop(key))
         if key in self._again:

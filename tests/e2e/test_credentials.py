@@ -9,7 +9,6 @@ whatever was signed with a key after it expired.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time

@@ -229,7 +229,8 @@ def test_prometheus_rule_carries_the_alert_file(helm, tmp_path):
     [rule] = by_kind(render(helm, tmp_path, EVERY_OPTION))["PrometheusRule"]
     assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
     assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} == {
-        "InstanceProfileBindingsStalled", "InstanceProfileOperatorEC2Throttled", "InstanceProfileOperatorNoLeader"}
+        "InstanceProfileBindingsStalled", "InstanceProfileOperatorEC2Throttled", "InstanceProfileOperatorAccountFailing",
+        "InstanceProfileOperatorNoLeader"}
 
 
 def test_webhook_certificate_serves_the_webhook_service(helm, tmp_path):
@@ -261,12 +262,12 @@ def promql_check() -> Path:
 def test_alert_expressions_parse_with_prometheus_parser(promql_check, helm, tmp_path):
     done = subprocess.run([str(promql_check), str(ALERTS)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert "3 expressions parse" in done.stdout
+    assert "4 expressions parse" in done.stdout
     [rule] = by_kind(render(helm, tmp_path, {"prometheusRule": {"enabled": True}}))["PrometheusRule"]
     rendered = tmp_path / "rule.yaml"
     rendered.write_text(yaml.safe_dump(rule))
     done = subprocess.run([str(promql_check), str(rendered)], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0 and "3 expressions parse" in done.stdout
+    assert done.returncode == 0 and "4 expressions parse" in done.stdout
 
 
 @pytest.mark.parametrize("expr, error", [

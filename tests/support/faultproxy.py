@@ -43,6 +43,7 @@ class Fault:
     status: int
     remaining: int | None  # None: until cleared
     match: str | None  # substring of the request body, e.g. an instance ID
+    hold: float = 0.0  # seconds before the error is answered: a call that fails slowly
 
 
 class FaultProxy(LocalServer):
@@ -82,10 +83,11 @@ class FaultProxy(LocalServer):
     # -- what tests call -----------------------------------------------------------------
 
     def fail(self, action: str, code: str, message: str = "", status: int = 400,
-             times: int | None = 1, match: str | None = None) -> None:
-        """Answer the next ``times`` calls of ``action`` (None: all, until cleared) with an error."""
+             times: int | None = 1, match: str | None = None, hold: float = 0.0) -> None:
+        """Answer the next ``times`` calls of ``action`` (None: all, until cleared) with an error,
+        ``hold`` seconds after they arrive."""
         with self._lock:
-            self._faults.append(Fault(action, code, message, status, times, match))
+            self._faults.append(Fault(action, code, message, status, times, match, hold))
 
     def report_associating(self, describes: int) -> None:
         """Make new associations look ``associating`` until ``describes`` Describe calls later;
@@ -224,6 +226,7 @@ class FaultProxy(LocalServer):
                 self.injected[action] += 1
                 fault = Fault(action, "IncorrectState", "The association is not in a valid state: associating", 400, None, None)
         if fault is not None:
+            time.sleep(fault.hold)
             respond(handler, fault.status, ERROR_XML.format(code=fault.code, message=fault.message).encode(), "text/xml")
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}

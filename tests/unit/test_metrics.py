@@ -43,6 +43,7 @@ DECIDED = {  # CONTRACT.md: family name -> type
     "ipo_status_patches": "counter",
     "ipo_events": "counter",
     "ipo_resyncs": "counter",
+    "ipo_resync_failures": "counter",
 }
 
 

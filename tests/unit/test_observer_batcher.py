@@ -1,4 +1,5 @@
-"""Batcher (merged EC2 lookups) and the pure EC2 helpers chunks() and current_associations()."""
+"""Batcher (merged EC2 lookups), Outages and Observer.refresh (each account and region on its own), and the pure
+EC2 helpers chunks() and current_associations()."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 import pytest
 
 from instance_profile_operator.ec2 import MAX_FILTER_VALUES, chunks, current_associations
-from instance_profile_operator.model import Association, AssociationState
-from instance_profile_operator.observer import Batcher
+from instance_profile_operator.faults import AwsFault, FaultKind
+from instance_profile_operator.model import Association, AssociationState, Place, Target
+from instance_profile_operator.observer import Batcher, Observer, Outages
+from instance_profile_operator.ratelimit import current_tenant, on_behalf_of
 
 TIMEOUT = 1.0  # real seconds; only reached when a test fails
 
@@ -176,3 +179,174 @@ async def test_lookups_made_while_a_fetch_is_in_flight_go_out_together_next():
     release.set()
     assert await gather(first, *later) == ["I-A", "I-B", "I-C", "I-D"]
     assert calls == [["i-a"], ["i-b", "i-c", "i-d"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Outages: a failing account or region answers at once, and is tried again one call at a time
+# --------------------------------------------------------------------------------------------
+
+PLACE, OTHER_PLACE = ("", "us-east-1"), ("arn:aws:iam::222233334444:role/ipo", "us-east-1")
+DENIED = AwsFault(FaultKind.ACCESS_DENIED, "UnauthorizedOperation", "not allowed")
+
+
+def outages(**kwargs) -> Outages:
+    return Outages(base=1.0, cap=8.0, rand=lambda: 1.0, **kwargs)  # no jitter: delays 1, 2, 4, 8, 8 s
+
+
+def test_a_place_without_failures_is_never_held():
+    assert outages().admit(PLACE, 0.0) is None
+
+
+def test_a_failed_place_answers_with_its_fault_until_its_retry_then_lets_one_call_try():
+    book = outages()
+    book.failed(PLACE, DENIED, now=10.0)
+    fault = book.admit(PLACE, 10.5)
+    assert fault == DENIED and fault is not DENIED  # a copy: raising it does not grow the stored one's traceback
+    assert book.admit(OTHER_PLACE, 10.5) is None  # other places are not held
+    assert book.admit(PLACE, 11.0) is None  # the retry
+    assert book.admit(PLACE, 100.0) == DENIED  # one at a time: the others still fail at once
+
+
+@pytest.mark.parametrize(("failures", "retry_after"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (6, 8.0)])
+def test_retries_of_a_failing_place_back_off_up_to_the_cap(failures, retry_after):
+    book = outages()
+    for _ in range(failures):
+        book.failed(PLACE, DENIED, now=0.0)
+    assert book.admit(PLACE, retry_after - 0.01) is not None
+    assert book.admit(PLACE, retry_after) is None
+
+
+def test_a_success_ends_the_outage_and_says_so_once():
+    recovered = []
+    book = outages(recovered=recovered.append)
+    book.succeeded(PLACE)
+    assert recovered == []  # it was not failing
+    book.failed(PLACE, DENIED, now=0.0)
+    assert PLACE in book
+    book.succeeded(PLACE)
+    assert recovered == [PLACE] and PLACE not in book and book.admit(PLACE, 0.0) is None
+
+
+async def test_after_a_failed_fetch_lookups_of_that_place_fail_at_once_without_a_call(clock):
+    fetch = FakeFetch(error=DENIED)
+    batcher = Batcher(fetch, window=0.001, outages=outages(), clock=clock)
+    assert await gather(batcher.get(PLACE, "i-1"), return_exceptions=True) == [DENIED]
+    assert await gather(batcher.get(PLACE, "i-2"), batcher.get(PLACE, "i-3"), return_exceptions=True) == [DENIED, DENIED]
+    assert len(fetch.calls) == 1
+    fetch.error = None
+    fetch.known = {"i-2": "two"}
+    clock.advance(1.0)
+    assert await gather(batcher.get(PLACE, "i-2")) == ["two"]  # the retry, and the place is back
+    assert await gather(batcher.get(PLACE, "i-3")) == [None] and len(fetch.calls) == 3
+
+
+async def test_while_a_slow_place_is_tried_again_its_other_lookups_fail_at_once_and_other_places_go_on(clock):
+    release = asyncio.Event()
+
+    async def fetch(place, instance_ids):
+        if place == PLACE:
+            await release.wait()  # a place whose calls time out slowly
+            raise DENIED
+        return {i: i.upper() for i in instance_ids}
+
+    book = outages()
+    book.failed(PLACE, DENIED, now=clock())
+    clock.advance(1.0)
+    batcher = Batcher(fetch, window=0.001, outages=book, clock=clock)
+    trying = asyncio.ensure_future(batcher.get(PLACE, "i-1"))  # the retry, held
+    await asyncio.sleep(0.01)
+    assert await gather(batcher.get(PLACE, "i-2"), return_exceptions=True) == [DENIED]  # not held behind it
+    assert await gather(batcher.get(OTHER_PLACE, "i-3")) == ["I-3"]
+    release.set()
+    with pytest.raises(AwsFault):
+        await asyncio.wait_for(trying, TIMEOUT)
+
+
+# --------------------------------------------------------------------------------------------
+# Observer.refresh: each place on its own
+# --------------------------------------------------------------------------------------------
+
+
+class PlacesGateway:
+    """Describes answer per account: ``failing`` accounts raise, ``held`` ones wait for ``release``."""
+
+    def __init__(self, failing: dict[str, Exception] | None = None, held: set[str] = frozenset()):
+        self.failing = failing or {}
+        self.held = held
+        self.release = asyncio.Event()
+        self.calls: list[Place] = []
+
+    async def describe_associations(self, region, instance_ids, account=""):
+        self.calls.append((account, region))
+        if account in self.held:
+            await self.release.wait()
+        if account in self.failing:
+            raise self.failing[account]
+        return {i: Association(f"iip-{i}", i, "arn:aws:iam::123456789012:instance-profile/web", "AIPA", AssociationState.ASSOCIATED)
+                for i in instance_ids}
+
+
+async def test_a_refresh_reports_each_place_and_keeps_what_the_healthy_ones_found(clock):
+    bug = RuntimeError("not an AWS fault")
+    gateway = PlacesGateway(failing={OTHER_PLACE[0]: DENIED, "arn:aws:iam::1:role/buggy": bug})
+    observer = Observer(gateway, ttl=60, clock=clock)
+    buggy = ("arn:aws:iam::1:role/buggy", "eu-west-1")
+    reported: dict = {}
+    busy = await asyncio.wait_for(observer.refresh({PLACE: ["i-1"], OTHER_PLACE: ["i-2"], buggy: ["i-3"]},
+                                                   lambda place, fault: reported.setdefault(place, fault)), TIMEOUT)
+    assert busy == set() and reported == {PLACE: None, OTHER_PLACE: DENIED, buggy: bug}
+    assert (await observer.association(Target("us-east-1", "i-1"))).association_id == "iip-i-1"
+    assert OTHER_PLACE in observer.outages and buggy in observer.outages and PLACE not in observer.outages
+
+
+async def test_a_slow_place_holds_neither_the_others_report_nor_a_later_refresh(clock):
+    gateway = PlacesGateway(failing={OTHER_PLACE[0]: DENIED}, held={OTHER_PLACE[0]})
+    observer = Observer(gateway, ttl=60, clock=clock)
+    reported: list = []
+    first = asyncio.ensure_future(observer.refresh({PLACE: ["i-1"], OTHER_PLACE: ["i-2"]}, lambda p, f: reported.append((p, f))))
+    while reported != [(PLACE, None)]:
+        await asyncio.sleep(0.001)
+    busy = await asyncio.wait_for(observer.refresh({PLACE: ["i-1"], OTHER_PLACE: ["i-2"]}, lambda p, f: reported.append((p, f))), TIMEOUT)
+    assert busy == {OTHER_PLACE} and reported == [(PLACE, None), (PLACE, None)]  # not described twice at once
+    gateway.release.set()
+    assert await asyncio.wait_for(first, TIMEOUT) == set()
+    assert reported[-1] == (OTHER_PLACE, DENIED) and gateway.calls.count(OTHER_PLACE) == 1
+
+
+async def test_a_refresh_of_a_place_in_an_outage_makes_no_call_until_its_retry(clock):
+    gateway = PlacesGateway(failing={OTHER_PLACE[0]: DENIED})
+    observer = Observer(gateway, ttl=60, clock=clock)
+    reported: list = []
+    for _ in range(2):
+        await observer.refresh({OTHER_PLACE: ["i-2"]}, lambda p, f: reported.append(f))
+    assert reported == [DENIED, DENIED] and gateway.calls == [OTHER_PLACE]
+    clock.advance(60)
+    del gateway.failing[OTHER_PLACE[0]]
+    await observer.refresh({OTHER_PLACE: ["i-2"]}, lambda p, f: reported.append(f))
+    assert reported[-1] is None and len(gateway.calls) == 2 and OTHER_PLACE not in observer.outages
+
+
+async def test_one_namespaces_lookups_never_wait_for_another_namespaces_call_in_flight():
+    release = asyncio.Event()
+    calls: list[tuple[object, list[str]]] = []
+
+    async def fetch(place, instance_ids):
+        calls.append((current_tenant(), sorted(instance_ids)))
+        if current_tenant() == "flood":
+            await release.wait()
+        return {i: i.upper() for i in instance_ids}
+
+    batcher = Batcher(fetch, window=0.001)
+
+    async def get(tenant: str, instance_id: str):
+        with on_behalf_of(tenant):
+            return await batcher.get(PLACE, instance_id)
+
+    flood = [asyncio.ensure_future(get("flood", f"i-f{n}")) for n in range(3)]
+    while not calls:
+        await asyncio.sleep(0)
+    later_flood = asyncio.ensure_future(get("flood", "i-f9"))
+    assert await gather(get("calm", "i-c1"), get("calm", "i-c2")) == ["I-C1", "I-C2"]  # while the flood's call is held
+    release.set()
+    assert await gather(*flood, later_flood) == ["I-F0", "I-F1", "I-F2", "I-F9"]
+    assert calls == [("flood", ["i-f0", "i-f1", "i-f2"]), ("calm", ["i-c1", "i-c2"]), ("flood", ["i-f9"])]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instance_profile_operator.ratelimit import (
-    DECREASE, DEFAULT_LIMITS, FLOOR, LATENCY, RECOVERY_SECONDS, Bucket, Limit, RateLimiter, at_priority, parse_limit,
+    DECREASE, DEFAULT_LIMITS, FLOOR, LATENCY, RECOVERY_SECONDS, Bucket, Limit, RateLimiter, at_priority, on_behalf_of, parse_limit,
 )
 
 from ..support.clock import FakeClock
@@ -266,9 +266,10 @@ class Recorder:
         self.tasks: dict[str, asyncio.Task] = {}
         self._granted = asyncio.Event()
 
-    async def start(self, name: str, key=KEY, priority: int | None = None) -> asyncio.Task:
+    async def start(self, name: str, key=KEY, priority: int | None = None, tenant: str | None = None) -> asyncio.Task:
         async def acquire() -> None:
-            await self.limiter.acquire(*key, priority=priority)
+            with on_behalf_of(tenant):
+                await self.limiter.acquire(*key, priority=priority)
             self.order.append(name)
             self._granted.set()
 
@@ -397,3 +398,29 @@ async def test_a_free_slot_goes_to_a_users_call_before_earlier_background_calls_
     await recorder.start("user", key=OTHER_REGION, priority=0)
     limiter.release(first)
     assert await recorder.next_grant() == "user"
+
+
+async def test_namespaces_take_turns_for_a_buckets_tokens(limiter, clock):
+    await limiter.acquire(*KEY)
+    recorder = Recorder(limiter)
+    for n in range(10):
+        await recorder.start(f"flood-{n}", tenant="flood")
+    await recorder.start("calm", tenant="calm")
+    grants = []
+    for _ in range(3):
+        clock.advance(NEXT)
+        grants.append(await recorder.next_grant())
+    assert grants == ["flood-0", "calm", "flood-1"]  # one token behind the flood, not ten
+
+
+async def test_a_namespaces_turn_does_not_lift_its_background_calls_over_another_namespaces_call(limiter, clock):
+    await limiter.acquire(*KEY)
+    recorder = Recorder(limiter)
+    await recorder.start("calm-resync", priority=1, tenant="calm")
+    for n in range(2):
+        await recorder.start(f"flood-{n}", tenant="flood")
+    grants = []
+    for _ in range(3):
+        clock.advance(NEXT)
+        grants.append(await recorder.next_grant())
+    assert grants == ["flood-0", "flood-1", "calm-resync"]

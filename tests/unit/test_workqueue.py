@@ -364,3 +364,71 @@ async def test_key_locks_exclude_per_key_and_are_dropped_once_released():
     other.cancel()
     await asyncio.gather(other, return_exceptions=True)
     assert len(locks) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# WorkQueue: namespaces take turns
+# --------------------------------------------------------------------------------------------
+
+FOLLOW_UP = Priority.FOLLOW_UP
+
+
+def namespaced(clock: FakeClock) -> WorkQueue[tuple[str, str]]:
+    return WorkQueue(clock=clock, tenant_of=lambda key: key[0])
+
+
+@given(flood=st.integers(min_value=1, max_value=60), done_first=st.integers(min_value=0, max_value=20),
+       flood_priority=st.sampled_from([FOLLOW_UP, USER]))
+def test_a_namespaces_change_is_served_within_one_key_of_another_namespaces_flood(flood, done_first, flood_priority):
+    """Whatever the flood's size, however far its workers got, and even when the flood's keys are
+    follow-ups (a settle check whose spec moved on becomes a change of its own)."""
+    async def run() -> int:
+        clock = FakeClock()
+        queue = namespaced(clock)
+        for n in range(flood):
+            queue.add(("flood", f"b-{n}"), priority=flood_priority)
+            clock.advance(0.001)  # the flood's keys are all due before the calm namespace's
+        for _ in range(min(done_first, flood - 1)):
+            queue.done(await asyncio.wait_for(queue.get(), DELIVERY_TIMEOUT))
+        queue.add(("calm", "new"), priority=USER)
+        for grant in range(1, flood + 2):
+            key = await asyncio.wait_for(queue.get(), DELIVERY_TIMEOUT)
+            if key[0] == "calm":
+                return grant
+        raise AssertionError("never served")
+
+    assert asyncio.run(run()) <= 2
+
+
+async def test_each_namespaces_own_keys_keep_their_priority_and_due_order(clock):
+    queue = namespaced(clock)
+    queue.add(("a", "user"), priority=USER)
+    queue.add(("a", "follow-up"), priority=FOLLOW_UP)
+    queue.add(("b", "first"))
+    clock.advance(1)
+    queue.add(("b", "second"))
+    assert [await next_key(queue) for _ in range(4)] == [("a", "follow-up"), ("b", "first"), ("a", "user"), ("b", "second")]
+
+
+async def test_a_namespaces_resync_stays_behind_another_namespaces_changes(clock):
+    queue = namespaced(clock)
+    for n in range(3):
+        queue.add(("flood", f"b-{n}"), priority=USER)
+    queue.add(("calm", "resync"), priority=BACKGROUND)
+    assert [(await next_key(queue))[0] for _ in range(4)] == ["flood"] * 3 + ["calm"]
+
+
+async def test_a_namespace_at_its_limit_leaves_the_other_workers_to_other_namespaces(clock):
+    queue: WorkQueue[tuple[str, str]] = WorkQueue(clock=clock, tenant_of=lambda key: key[0], tenant_limit=2)
+    for n in range(5):
+        queue.add(("flood", f"b-{n}"))
+    taken = [await next_key(queue), await next_key(queue)]
+    await assert_nothing_due(queue)  # a third worker stays free
+    queue.add(("calm", "new"))
+    assert await next_key(queue) == ("calm", "new")
+    waiting = asyncio.ensure_future(queue.get())
+    for _ in range(3):
+        await asyncio.sleep(0)  # let it reach its wait (yields, not a timing assumption)
+    assert not waiting.done()
+    queue.done(taken[0])  # a flood's reconcile ends: its next key goes to the waiting worker
+    assert await asyncio.wait_for(waiting, DELIVERY_TIMEOUT) == ("flood", "b-2")
