@@ -31,7 +31,7 @@ from pathlib import Path
 import boto3
 import kubernetes
 
-from instance_profile_operator.api import GROUP, PLURAL, VERSION
+from instance_profile_operator.core.api import GROUP, PLURAL, VERSION
 from instance_profile_operator.devenv.cluster import DevEnv, _die_with_parent, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.converge import install_crds, machine, metrics, ready  # noqa: E402
 from bench.ec2_throttle import ThrottleEmulator  # noqa: E402
-from instance_profile_operator.api import GROUP, PLURAL, POLICY_PLURAL, VERSION  # noqa: E402
+from instance_profile_operator.core.api import GROUP, PLURAL, POLICY_PLURAL, VERSION  # noqa: E402
 from instance_profile_operator.devenv.cluster import DevEnv, _die_with_parent, free_port, wait_until  # noqa: E402
 
 ACCESS_KEY = "AKIAFAIRNESS"

@@ -11,10 +11,12 @@ import sys
 import kopf
 import kubernetes
 
-from . import __version__, leader, memory, metrics
-from .accounts import RefreshFailureLog
+from . import __version__
+from .aws.accounts import RefreshFailureLog
 from .handlers import QuietWatchLog, SayOnce, build_registry
-from .kube import KubeConfigMissing, check_kube_config, load_api_client
+from .kube import leader
+from .kube.writer import KubeConfigMissing, check_kube_config, load_api_client
+from .runtime import memory, metrics
 from .settings import Settings, SettingsError, add_arguments, boolean, from_arguments, from_env
 
 PROG = "instance-profile-operator"

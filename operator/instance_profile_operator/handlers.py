@@ -13,18 +13,18 @@ from typing import Any
 
 import kopf
 
-from .accounts import Accounts
-from .admission import register_admission, webhook_server
-from .api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
-from .controller import Controller
-from .finalizer import RetryLater
-from .ec2 import Ec2Gateway
-from .kube import KubeWriter, load_api_client
-from .metrics import Metrics
-from .ratelimit import RateLimiter
+from .aws.accounts import Accounts
+from .aws.ec2 import Ec2Gateway
+from .aws.ratelimit import RateLimiter
+from .bindings.controller import Controller
+from .bindings.finalizer import RetryLater
+from .bindings.uninstall import Uninstaller
+from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
+from .core.tenancy import Tenancy
+from .kube.admission import register_admission, webhook_server
+from .kube.writer import KubeWriter, load_api_client
+from .runtime.metrics import Metrics
 from .settings import Settings
-from .tenancy import Tenancy
-from .uninstall import Uninstaller
 
 
 WATCH_HANDLER = "watch"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .ratelimit import Limit, parse_limit
+from .aws.ratelimit import Limit, parse_limit
 
 
 ENFORCE, DISABLED = "Enforce", "Disabled"

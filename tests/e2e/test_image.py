@@ -43,7 +43,7 @@ found = [name for top in ("/opt", "/usr", "/src", "/app", "/root", "/home")
          for _, _, files in os.walk(top) for name in files if name in NAMES]
 print(json.dumps({
     "uid": os.getuid(),
-    "operator": importlib.util.find_spec("instance_profile_operator.controller") is not None,
+    "operator": importlib.util.find_spec("instance_profile_operator.bindings.controller") is not None,
     "devenv": importlib.util.find_spec("instance_profile_operator.devenv") is not None,
     "pip": importlib.util.find_spec("pip") is not None,
     "files": sorted(str(f) for f in importlib.metadata.files("instance-profile-operator")),

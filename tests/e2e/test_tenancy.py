@@ -15,7 +15,7 @@ import boto3
 import pytest
 import yaml
 
-from instance_profile_operator.api import GROUP, VERSION
+from instance_profile_operator.core.api import GROUP, VERSION
 from instance_profile_operator.devenv import pki, webhook
 from instance_profile_operator.devenv.cluster import free_port
 

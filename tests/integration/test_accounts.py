@@ -5,10 +5,10 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from instance_profile_operator.accounts import Accounts
-from instance_profile_operator.ec2 import Ec2Gateway
-from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.policy import OWN_ACCOUNT, Account
+from instance_profile_operator.aws.accounts import Accounts
+from instance_profile_operator.aws.ec2 import Ec2Gateway
+from instance_profile_operator.core.faults import AwsFault, FaultKind
+from instance_profile_operator.core.policy import OWN_ACCOUNT, Account
 
 OTHER_ACCOUNT = "222233334444"
 OTHER = Account(f"arn:aws:iam::{OTHER_ACCOUNT}:role/instance-profile-operator", "team-b-external-id")

@@ -11,10 +11,10 @@ import kopf
 import pytest
 import yaml
 
-from instance_profile_operator.admission import register_admission, webhook_server
+from instance_profile_operator.kube.admission import register_admission, webhook_server
 from instance_profile_operator.devenv import pki, webhook
 from instance_profile_operator.devenv.cluster import free_port
-from instance_profile_operator.policybook import PolicyBook
+from instance_profile_operator.core.policybook import PolicyBook
 
 from ..support.kube import kubectl, manifest
 from ..support.waiting import wait_for

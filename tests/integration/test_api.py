@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from instance_profile_operator.api import GROUP, PLURAL, VERSION
+from instance_profile_operator.core.api import GROUP, PLURAL, VERSION
 
 from ..support.kube import REPO, Bindings, kubectl, manifest
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from instance_profile_operator.ec2 import Ec2Gateway
-from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.model import AssociationState, InstanceState, ProfileRef
+from instance_profile_operator.aws.ec2 import Ec2Gateway
+from instance_profile_operator.core.faults import AwsFault, FaultKind
+from instance_profile_operator.core.model import AssociationState, InstanceState, ProfileRef
 
 
 def test_the_four_calls_answer(ec2, iam, new_instance):

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from instance_profile_operator.api import GROUP, VERSION
-from instance_profile_operator.policy import parse_policy
+from instance_profile_operator.core.api import GROUP, VERSION
+from instance_profile_operator.core.policy import parse_policy
 
 from ..support.kube import kubectl
 from ..support.waiting import wait_for

@@ -11,8 +11,8 @@ import botocore.exceptions
 import pytest
 
 from bench.ec2_throttle import ThrottleEmulator
-from instance_profile_operator.ec2 import Ec2Gateway
-from instance_profile_operator.ratelimit import Limit, RateLimiter
+from instance_profile_operator.aws.ec2 import Ec2Gateway
+from instance_profile_operator.aws.ratelimit import Limit, RateLimiter
 
 BURST, RATE = 10, 20.0  # small buckets, so that a burst beyond them takes a fraction of a second
 REQUESTS = 40

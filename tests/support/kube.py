@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from instance_profile_operator.api import GROUP, KIND, PLURAL, VERSION
+from instance_profile_operator.core.api import GROUP, KIND, PLURAL, VERSION
 from instance_profile_operator.devenv.cluster import Endpoints
 
 REPO = Path(__file__).resolve().parents[2]

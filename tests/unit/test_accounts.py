@@ -18,13 +18,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.accounts import (
+from instance_profile_operator.aws.accounts import (
     Accounts, RefreshFailureLog, assume_fault, credentials_fault, failing_provider, session_name,
 )
-from instance_profile_operator.apimodel import TrimmedLoader
+from instance_profile_operator.aws.apimodel import TrimmedLoader
 from instance_profile_operator.devenv.cluster import free_port
-from instance_profile_operator.faults import WITHHELD, AwsFault, FaultKind
-from instance_profile_operator.model import Account
+from instance_profile_operator.core.faults import WITHHELD, AwsFault, FaultKind
+from instance_profile_operator.core.model import Account
 
 ROLE = "arn:aws:iam::222233334444:role/instance-profile-operator"
 

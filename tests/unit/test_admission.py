@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.admission import needs_review, rejection
-from instance_profile_operator.policy import Account
-from instance_profile_operator.policybook import PolicyBook
+from instance_profile_operator.kube.admission import needs_review, rejection
+from instance_profile_operator.core.policy import Account
+from instance_profile_operator.core.policybook import PolicyBook
 
 ROLE = Account("arn:aws:iam::222233334444:role/ipo")
 

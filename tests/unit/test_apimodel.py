@@ -7,9 +7,9 @@ import boto3
 import botocore.loaders
 import pytest
 
-from instance_profile_operator.accounts import Accounts
-from instance_profile_operator.apimodel import EC2_OPERATIONS, STS_OPERATIONS, trimmed
-from instance_profile_operator.model import Account
+from instance_profile_operator.aws.accounts import Accounts
+from instance_profile_operator.aws.apimodel import EC2_OPERATIONS, STS_OPERATIONS, trimmed
+from instance_profile_operator.core.model import Account
 
 MODEL = {
     "metadata": {"serviceId": "Toy"},

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from instance_profile_operator.api import FINALIZER
-from instance_profile_operator.controller import Controller
-from instance_profile_operator.model import Association, AssociationState
+from instance_profile_operator.core.api import FINALIZER
+from instance_profile_operator.bindings.controller import Controller
+from instance_profile_operator.core.model import Association, AssociationState
 from instance_profile_operator.settings import Settings
-from instance_profile_operator.tenancy import Tenancy
+from instance_profile_operator.core.tenancy import Tenancy
 
 TIMEOUT = 5.0  # real seconds: reached only when a test fails
 ARN = "arn:aws:iam::123456789012:instance-profile/web"

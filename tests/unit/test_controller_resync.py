@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from instance_profile_operator.api import FINALIZER
-from instance_profile_operator.controller import Controller
-from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.model import Association, AssociationState
-from instance_profile_operator.ratelimit import current_tenant
+from instance_profile_operator.core.api import FINALIZER
+from instance_profile_operator.bindings.controller import Controller
+from instance_profile_operator.core.faults import AwsFault, FaultKind
+from instance_profile_operator.core.model import Association, AssociationState
+from instance_profile_operator.aws.ratelimit import current_tenant
 from instance_profile_operator.settings import Settings
-from instance_profile_operator.tenancy import Tenancy
+from instance_profile_operator.core.tenancy import Tenancy
 
 from ..support.clock import FakeClock
 

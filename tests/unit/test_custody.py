@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.custody import Made, Record, keeps, records, removal
-from instance_profile_operator.decision import Associate, Disassociate, Finished, InSync, Replace, Settling
-from instance_profile_operator.model import Association, AssociationState as A, ProfileRef, Target
+from instance_profile_operator.core.custody import Made, Record, keeps, records, removal
+from instance_profile_operator.core.decision import Associate, Disassociate, Finished, InSync, Replace, Settling
+from instance_profile_operator.core.model import Association, AssociationState as A, ProfileRef, Target
 
 ROLE = "arn:aws:iam::222233334444:role/ipo"
 WEB = "arn:aws:iam::123456789012:instance-profile/web"

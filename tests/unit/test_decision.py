@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.decision import (
+from instance_profile_operator.core.decision import (
     Associate,
     Disassociate,
     Finished,
@@ -20,7 +20,7 @@ from instance_profile_operator.decision import (
     is_adoption,
     is_drift,
 )
-from instance_profile_operator.model import (
+from instance_profile_operator.core.model import (
     Association,
     AssociationState,
     Desired,

@@ -9,10 +9,10 @@ import logging
 import boto3
 import pytest
 
-from instance_profile_operator.ec2 import Ec2Gateway
-from instance_profile_operator.faults import AwsFault, FaultKind, classify
-from instance_profile_operator.model import OWN_ACCOUNT, Account
-from instance_profile_operator.ratelimit import Limit, RateLimiter
+from instance_profile_operator.aws.ec2 import Ec2Gateway
+from instance_profile_operator.core.faults import AwsFault, FaultKind, classify
+from instance_profile_operator.core.model import OWN_ACCOUNT, Account
+from instance_profile_operator.aws.ratelimit import Limit, RateLimiter
 
 ROLE = "arn:aws:iam::222233334444:role/ops"
 DESCRIBED = {"IamInstanceProfileAssociations": []}
@@ -83,7 +83,7 @@ async def test_what_status_withholds_goes_to_the_log_in_full(caplog):
     operator = "arn:aws:sts::111122223333:assumed-role/ops/instance-profile-operator"
     denied = classify("UnauthorizedOperation", f"User: {operator} is not authorized. Encoded authorization failure message: XyZ", 403)
     gateway = Gateway(answers=[denied, classify("UnauthorizedOperation", "You are not authorized.", 403)])
-    with caplog.at_level(logging.WARNING, "instance_profile_operator.ec2"):
+    with caplog.at_level(logging.WARNING, "instance_profile_operator.aws.ec2"):
         for _ in range(2):
             with pytest.raises(AwsFault) as raised:
                 await describe(gateway, "us-east-1")

@@ -8,11 +8,11 @@ import threading
 import boto3
 import pytest
 
-from instance_profile_operator import ec2
-from instance_profile_operator.ec2 import Ec2Gateway
-from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.model import OWN_ACCOUNT, ProfileRef
-from instance_profile_operator.ratelimit import DECREASE, Limit, RateLimiter
+from instance_profile_operator.aws import ec2
+from instance_profile_operator.aws.ec2 import Ec2Gateway
+from instance_profile_operator.core.faults import AwsFault, FaultKind
+from instance_profile_operator.core.model import OWN_ACCOUNT, ProfileRef
+from instance_profile_operator.aws.ratelimit import DECREASE, Limit, RateLimiter
 
 THROTTLED = AwsFault(FaultKind.THROTTLED, "RequestLimitExceeded", "Request limit exceeded.")
 UNAVAILABLE = AwsFault(FaultKind.UNAVAILABLE, "InternalError", "")

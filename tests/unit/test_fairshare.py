@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.fairshare import FairQueue
+from instance_profile_operator.core.fairshare import FairQueue
 
 
 def drain(queue: FairQueue, valid=lambda item: True) -> list:

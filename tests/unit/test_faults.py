@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.api import Reason
-from instance_profile_operator.faults import (
+from instance_profile_operator.core.api import Reason
+from instance_profile_operator.core.faults import (
     CREDENTIAL_SOURCES, DECODE_HINT, POLICIES, WITHHELD, FaultKind, Policy, classify, credentials_unavailable, for_tenants,
     stalled_and_next_try, unreachable,
 )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.gate import Gate
-from instance_profile_operator.model import MISSING_INSTANCE, Binding, Instance, InstanceState, Target
-from instance_profile_operator.policy import Denied
-from instance_profile_operator.registry import Registry
-from instance_profile_operator.tenancy import Admitted, Tenancy
+from instance_profile_operator.core.faults import AwsFault, FaultKind
+from instance_profile_operator.bindings.gate import Gate
+from instance_profile_operator.core.model import MISSING_INSTANCE, Binding, Instance, InstanceState, Target
+from instance_profile_operator.core.policy import Denied
+from instance_profile_operator.bindings.registry import Registry
+from instance_profile_operator.core.tenancy import Admitted, Tenancy
 
 REGION = "us-east-1"
 INSTANCE = "i-0123456789abcdef0"

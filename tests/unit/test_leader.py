@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 
-from instance_profile_operator.leader import Elector, Timing, claim, may_take, micro_time, released
-from instance_profile_operator.metrics import LEASE, Metrics
+from instance_profile_operator.kube.leader import Elector, Timing, claim, may_take, micro_time, released
+from instance_profile_operator.runtime.metrics import LEASE, Metrics
 from instance_profile_operator.settings import SettingsError, add_arguments, from_arguments, pod_namespace
 
 from ..support.clock import FakeClock

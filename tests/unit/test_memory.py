@@ -9,13 +9,13 @@ import textwrap
 
 import pytest
 
-from instance_profile_operator import memory
+from instance_profile_operator.runtime import memory
 
 pytestmark = pytest.mark.skipif(memory._LIBC is None, reason="glibc only")
 
 COUNT_ARENAS = textwrap.dedent("""
     import ctypes, sys, tempfile, threading
-    from instance_profile_operator import memory
+    from instance_profile_operator.runtime import memory
     if sys.argv[1] == "limit":
         memory.limit_arenas()
     barrier = threading.Barrier(8)

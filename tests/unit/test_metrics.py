@@ -13,15 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from instance_profile_operator.tenancy import Tenancy
-from instance_profile_operator.controller import Controller
+from instance_profile_operator.core.tenancy import Tenancy
+from instance_profile_operator.bindings.controller import Controller
 from instance_profile_operator.devenv.cluster import free_port
-from instance_profile_operator.ec2 import Ec2Gateway
-from instance_profile_operator.model import OWN_ACCOUNT
-from instance_profile_operator.faults import AwsFault
-from instance_profile_operator.metrics import CONTROLLER, LEASE, Metrics, bindings_by_state, reconcile_result, serve
+from instance_profile_operator.aws.ec2 import Ec2Gateway
+from instance_profile_operator.core.model import OWN_ACCOUNT
+from instance_profile_operator.core.faults import AwsFault
+from instance_profile_operator.runtime.metrics import CONTROLLER, LEASE, Metrics, bindings_by_state, reconcile_result, serve
 from instance_profile_operator.settings import Settings
-from instance_profile_operator.workqueue import WorkQueue
+from instance_profile_operator.runtime.workqueue import WorkQueue
 
 from .test_workqueue import FakeClock
 

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from instance_profile_operator.api import FINALIZER
-from instance_profile_operator.model import (
+from instance_profile_operator.core.api import FINALIZER
+from instance_profile_operator.core.model import (
     Association,
     AssociationState,
     Binding,

@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from instance_profile_operator.ec2 import MAX_FILTER_VALUES, chunks, current_associations
-from instance_profile_operator.faults import AwsFault, FaultKind
-from instance_profile_operator.model import Association, AssociationState, Place, Target
-from instance_profile_operator.observer import Batcher, Observer, Outages
-from instance_profile_operator.ratelimit import current_tenant, on_behalf_of
+from instance_profile_operator.aws.ec2 import MAX_FILTER_VALUES, chunks, current_associations
+from instance_profile_operator.core.faults import AwsFault, FaultKind
+from instance_profile_operator.core.model import Association, AssociationState, Place, Target
+from instance_profile_operator.aws.observer import Batcher, Observer, Outages
+from instance_profile_operator.aws.ratelimit import current_tenant, on_behalf_of
 
 TIMEOUT = 1.0  # real seconds; only reached when a test fails
 

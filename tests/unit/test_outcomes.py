@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.api import Reason
-from instance_profile_operator.decision import Associate, InSync, Settling
-from instance_profile_operator.faults import FaultKind
-from instance_profile_operator.model import Association, AssociationState as A, Binding, Desired, ProfileRef, Target
-from instance_profile_operator.outcomes import VISIBILITY_GRACE, Outcomes
+from instance_profile_operator.core.api import Reason
+from instance_profile_operator.core.decision import Associate, InSync, Settling
+from instance_profile_operator.core.faults import FaultKind
+from instance_profile_operator.core.model import Association, AssociationState as A, Binding, Desired, ProfileRef, Target
+from instance_profile_operator.bindings.outcomes import VISIBILITY_GRACE, Outcomes
 from instance_profile_operator.settings import Settings
 
 WEB = "arn:aws:iam::123456789012:instance-profile/web"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from instance_profile_operator.model import ProfileRef
-from instance_profile_operator.policy import (
+from instance_profile_operator.core.model import ProfileRef
+from instance_profile_operator.core.policy import (
     OWN_ACCOUNT,
     Account,
     Allowed,

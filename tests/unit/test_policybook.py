@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from instance_profile_operator.model import ProfileRef
-from instance_profile_operator.policy import OWN_ACCOUNT, Allowed, Denied, Rule
-from instance_profile_operator.policybook import NamespaceNotSeen, PolicyBook
+from instance_profile_operator.core.model import ProfileRef
+from instance_profile_operator.core.policy import OWN_ACCOUNT, Allowed, Denied, Rule
+from instance_profile_operator.core.policybook import NamespaceNotSeen, PolicyBook
 
 WEB = ProfileRef(name="web")
 

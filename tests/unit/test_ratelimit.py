@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from instance_profile_operator.ratelimit import (
+from instance_profile_operator.aws.ratelimit import (
     DECREASE, DEFAULT_LIMITS, FLOOR, LATENCY, RECOVERY_SECONDS, Bucket, Limit, RateLimiter, at_priority, on_behalf_of, parse_limit,
 )
 

@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from instance_profile_operator.model import Binding, Target
-from instance_profile_operator.registry import Registry
+from instance_profile_operator.core.model import Binding, Target
+from instance_profile_operator.bindings.registry import Registry
 
 DEFAULT_REGION = "us-east-1"
 INSTANCE = "i-0123456789abcdef0"

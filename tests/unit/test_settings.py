@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from instance_profile_operator.handlers import QuietWatchLog
-from instance_profile_operator.ratelimit import Limit
+from instance_profile_operator.aws.ratelimit import Limit
 from instance_profile_operator.settings import SettingsError, add_arguments, from_arguments
 
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from instance_profile_operator.api import READY, RECONCILING, STALLED, Reason
-from instance_profile_operator.model import Association, AssociationState
-from instance_profile_operator.status import Report, differs, render, was_ready
+from instance_profile_operator.core.api import READY, RECONCILING, STALLED, Reason
+from instance_profile_operator.core.model import Association, AssociationState
+from instance_profile_operator.core.status import Report, differs, render, was_ready
 
 EARLIER = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 EARLIER_TEXT = "2025-01-01T12:00:00Z"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.workqueue import KeyLocks, Priority, WorkQueue, backoff, on_grid
+from instance_profile_operator.runtime.workqueue import KeyLocks, Priority, WorkQueue, backoff, on_grid
 
 from ..support.clock import FakeClock
 

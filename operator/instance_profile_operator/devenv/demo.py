@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from . import prerequisites
-from .prerequisites import REPO, kubectl
 from .cluster import DevEnv, Endpoints, _die_with_parent, wait_until
+from .prerequisites import REPO, kubectl
 from .seed import seed
 
 ALL_READY = "All example bindings are Ready."

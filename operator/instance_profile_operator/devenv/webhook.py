@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from ..admission import WEBHOOK_ID
-from ..api import GROUP, PLURAL, VERSION
+from ..core.api import GROUP, PLURAL, VERSION
+from ..kube.admission import WEBHOOK_ID
 
 NAME = "instance-profile-operator"
 

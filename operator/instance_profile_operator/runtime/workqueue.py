@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Generic, Hashable, TypeVar
 
-from .fairshare import FairQueue
+from ..core.fairshare import FairQueue
 
 K = TypeVar("K", bound=Hashable)
 

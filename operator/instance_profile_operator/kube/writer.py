@@ -23,8 +23,8 @@ from typing import Any, Callable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from .api import API_VERSION, COMPONENT, CRD_NAME, FINALIZER, GROUP, KIND, PLURAL, POLICY_PLURAL, VERSION
-from .model import Binding
+from ..core.api import API_VERSION, COMPONENT, CRD_NAME, FINALIZER, GROUP, KIND, PLURAL, POLICY_PLURAL, VERSION
+from ..core.model import Binding
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"

@@ -18,10 +18,10 @@ from typing import Any, Callable, Mapping
 
 import kopf
 
-from .api import GROUP, PLURAL, VERSION
-from .model import Binding, InvalidSpec
-from .policy import Denied
-from .policybook import PolicyBook
+from ..core.api import GROUP, PLURAL, VERSION
+from ..core.model import Binding, InvalidSpec
+from ..core.policy import Denied
+from ..core.policybook import PolicyBook
 
 WEBHOOK_ID = "tenancy"  # kopf serves the handler at https://HOST:PORT/tenancy
 

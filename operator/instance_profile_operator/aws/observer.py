@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Generic, Hashable, TypeVar
 
+from ..core.model import MISSING_INSTANCE, Association, Instance, Place, Target
+from ..runtime.workqueue import Priority, backoff
 from .ec2 import Ec2Gateway
-from .model import MISSING_INSTANCE, Association, Instance, Place, Target
 from .ratelimit import at_priority, current_tenant, on_behalf_of
-from .workqueue import Priority, backoff
 
 V = TypeVar("V")
 Fetch = Callable[[Place, list[str]], Awaitable[dict[str, V]]]

@@ -34,7 +34,7 @@ import urllib3
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
-from .metrics import LEASE, Metrics
+from ..runtime.metrics import LEASE, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .api import READY, STALLED, COMPONENT
-from .model import Place
+from ..core.api import READY, STALLED, COMPONENT
+from ..core.model import Place
 from .workqueue import QueueHooks
 
 if TYPE_CHECKING:
-    from .controller import Controller
+    from ..bindings.controller import Controller
 
 prometheus_client.disable_created_metrics()  # no *_created series: controller-runtime has none either
 

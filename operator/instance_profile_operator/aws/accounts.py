@@ -45,10 +45,10 @@ import botocore.credentials
 import botocore.exceptions
 import botocore.session
 
-from .api import COMPONENT
+from ..core.api import COMPONENT
+from ..core.faults import AwsFault, FaultKind, classify, credentials_unavailable, fault, unreachable
+from ..core.model import OWN_ACCOUNT, Account
 from .apimodel import TrimmedLoader
-from .faults import AwsFault, FaultKind, classify, credentials_unavailable, fault, unreachable
-from .model import OWN_ACCOUNT, Account
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _SESSION_NAME_LIMIT = 64

@@ -14,10 +14,10 @@ import asyncio
 import logging
 from typing import Any, Callable, Mapping
 
-from .api import Reason
-from .kube import Event, KubeWriter
-from .model import Binding
-from .workqueue import backoff
+from ..core.api import Reason
+from ..core.model import Binding
+from ..kube.writer import Event, KubeWriter
+from ..runtime.workqueue import backoff
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from .faults import AwsFault, FaultKind, classify, credentials_unavailable, unreachable
+from ..core.faults import AwsFault, FaultKind, classify, credentials_unavailable, unreachable
+from ..core.model import Account, Association, AssociationState, Instance, InstanceState, Place, ProfileRef
+from ..runtime.metrics import Metrics
+from ..runtime.workqueue import backoff
 from .accounts import Accounts
-from .metrics import Metrics
-from .model import Account, Association, AssociationState, Instance, InstanceState, Place, ProfileRef
 from .ratelimit import RateLimiter
-from .workqueue import backoff
 
 log = logging.getLogger(__name__)
 MAX_FILTER_VALUES = 200  # EC2's limit on the values of one filter

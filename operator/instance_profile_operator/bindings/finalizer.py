@@ -15,20 +15,20 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Mapping
 
-from . import custody
-from .api import GROUP, Reason
-from .decision import Disassociate, Settling
-from .ec2 import Ec2Gateway
-from .faults import AwsFault
-from .kube import Event, KubeWriter
-from .model import Binding, Target
-from .observer import Observer
+from ..aws.ec2 import Ec2Gateway
+from ..aws.observer import Observer
+from ..core import custody
+from ..core.api import GROUP, Reason
+from ..core.decision import Disassociate, Settling
+from ..core.faults import AwsFault
+from ..core.model import Binding, Target
+from ..core.status import Report
+from ..kube.writer import Event, KubeWriter
+from ..runtime.workqueue import KeyLocks, backoff
+from ..settings import Settings
 from .outcomes import Outcomes
 from .registry import Key
-from .settings import Settings
-from .status import Report
 from .uninstall import release_on_uninstall
-from .workqueue import KeyLocks, backoff
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"

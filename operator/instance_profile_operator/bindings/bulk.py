@@ -15,12 +15,12 @@ import asyncio
 import logging
 from typing import Any, Coroutine
 
-from .metrics import Metrics
-from .model import Place
-from .observer import Observer
+from ..aws.observer import Observer
+from ..core.model import Place
+from ..runtime.metrics import Metrics
+from ..runtime.workqueue import Priority, WorkQueue
 from .outcomes import Outcomes
 from .registry import Key, Registry
-from .workqueue import Priority, WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,18 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from . import status
-from .api import Reason
-from .custody import Made
-from .decision import Action, Associate, Disassociate, InSync, Replace, Settling, is_adoption, is_drift
-from .faults import POLICIES, FaultKind, stalled_and_next_try
-from .kube import Event
-from .model import Association, AssociationState, Binding, Desired
-from .policy import Denied
+from ..core import status
+from ..core.api import Reason
+from ..core.custody import Made
+from ..core.decision import Action, Associate, Disassociate, InSync, Replace, Settling, is_adoption, is_drift
+from ..core.faults import POLICIES, FaultKind, stalled_and_next_try
+from ..core.model import Association, AssociationState, Binding, Desired
+from ..core.policy import Denied
+from ..core.status import Report
+from ..kube.writer import Event
+from ..runtime.workqueue import backoff, on_grid
+from ..settings import Settings
 from .registry import Key
-from .settings import Settings
-from .status import Report
-from .workqueue import backoff, on_grid
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .faults import AwsFault, FaultKind
-from .model import MISSING_INSTANCE, Binding, Desired, Instance, InvalidSpec, Target
-from .observer import Observer
-from .policy import Denied, NeedsInstanceTags
+from ..aws.observer import Observer
+from ..core.faults import AwsFault, FaultKind
+from ..core.model import MISSING_INSTANCE, Binding, Desired, Instance, InvalidSpec, Target
+from ..core.policy import Denied, NeedsInstanceTags
+from ..core.tenancy import Admission, Admitted, Tenancy
 from .registry import Registry
-from .tenancy import Admission, Admitted, Tenancy
 
 
 class Gate:

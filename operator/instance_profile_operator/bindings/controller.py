@@ -16,27 +16,29 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from . import custody, memory, outcomes, status
-from .api import Reason
+from . import outcomes
+from ..aws.ec2 import Ec2Gateway
+from ..aws.observer import Observer
+from ..aws.ratelimit import on_behalf_of
+from ..core import custody, status
+from ..core.api import Reason
+from ..core.decision import MUTATIONS, Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
+from ..core.faults import AwsFault, FaultKind
+from ..core.model import Association, Binding, Desired, InstanceState, InvalidSpec, Target
+from ..core.policy import Denied
+from ..core.policybook import NamespaceNotSeen
+from ..core.status import Report
+from ..core.tenancy import Admitted, Tenancy
+from ..kube.writer import Event, KubeWriter
+from ..runtime import memory
+from ..runtime.metrics import Metrics, reconcile_result
+from ..runtime.workqueue import KeyLocks, Priority, WorkQueue, backoff
+from ..settings import Settings
 from .bulk import BulkDescriber
-from .decision import MUTATIONS, Action, Associate, Disassociate, InstanceGone, LookUpInstance, Replace, WaitForInstance, decide
-from .ec2 import Ec2Gateway
-from .faults import AwsFault, FaultKind
 from .finalizer import Finalizer
-from .kube import Event, KubeWriter
-from .metrics import Metrics, reconcile_result
-from .model import Association, Binding, Desired, InstanceState, InvalidSpec, Target
-from .observer import Observer
-from .outcomes import Outcomes, Step
 from .gate import Gate
-from .policy import Denied
-from .policybook import NamespaceNotSeen
-from .ratelimit import on_behalf_of
+from .outcomes import Outcomes, Step
 from .registry import Key, Registry
-from .settings import Settings
-from .status import Report
-from .tenancy import Admitted, Tenancy
-from .workqueue import KeyLocks, Priority, WorkQueue, backoff
 
 log = logging.getLogger(__name__)
 WARNING = "Warning"

@@ -12,7 +12,7 @@ import dataclasses
 from collections import defaultdict
 from typing import Callable, Iterable
 
-from .model import Binding, InvalidSpec, Place, Target, interned
+from ..core.model import Binding, InvalidSpec, Place, Target, interned
 
 Key = tuple[str, str]
 

@@ -43,7 +43,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Hashable, Iterator, Mapping, TypeVar
 
-from .fairshare import FairQueue
+from ..core.fairshare import FairQueue
 
 DECREASE = 0.5  # the refill rate is multiplied by this on a refusal
 FLOOR = 0.05  # ... but never drops below this fraction of the configured rate

@@ -1,0 +1,1 @@
+"""What every controller runs on: the work queue, metrics and memory housekeeping."""
