@@ -72,7 +72,7 @@ def test_up_writes_kubeconfig_and_aws_env_and_down_removes_everything(directory:
     assert webhook["webhooks"][0]["failurePolicy"] == "Ignore"  # no operator yet: kubectl apply still works
     assert Path(operator_env["IPO_WEBHOOK_CERT_FILE"]).is_file() and Path(operator_env["IPO_WEBHOOK_KEY_FILE"]).is_file()
     pids = processes_of(directory, endpoints)
-    assert len(pids) >= 4  # supervisor, etcd, kube-apiserver, moto
+    assert len(pids) >= 5  # supervisor, etcd, kube-apiserver, kube-controller-manager, moto
 
     done = devenv_cli("down", "--dir", str(directory))
     assert done.returncode == 0, done.stderr
@@ -94,4 +94,4 @@ def test_a_killed_supervisor_takes_its_processes_along(directory: Path):
     supervisor = int((directory / "supervisor.pid").read_text())
     assert supervisor in pids
     os.kill(supervisor, signal.SIGKILL)
-    wait_for(lambda: not any(alive(pid) for pid in pids), 15, "etcd, kube-apiserver and moto to die with the supervisor")
+    wait_for(lambda: not any(alive(pid) for pid in pids), 15, "etcd, kube-apiserver, kube-controller-manager and moto to die with the supervisor")

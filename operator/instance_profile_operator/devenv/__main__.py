@@ -1,7 +1,8 @@
 """``python -m instance_profile_operator.devenv {build,up,down,demo}``.
 
-``up`` starts a detached supervisor that owns etcd, kube-apiserver and moto (each dies with
-it) and returns once all are ready; ``down`` stops the supervisor and removes the state.
+``up`` starts a detached supervisor that owns etcd, kube-apiserver, kube-controller-manager and
+moto (each dies with it) and returns once all are ready; ``down`` stops the supervisor and
+removes the state.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""A real, local control plane and EC2 endpoint: etcd, kube-apiserver and a moto server.
+"""A real, local control plane and EC2 endpoint: etcd, kube-apiserver, kube-controller-manager
+(namespace deletion, garbage collection, service-account tokens and root CA ConfigMaps behave as
+on a real cluster) and a moto server.
 
 Every process is started with ``PR_SET_PDEATHSIG`` so that it dies with the process that
 started it: a crash, a SIGKILL or a Ctrl-C of the owner never leaves orphans.
@@ -25,6 +27,7 @@ from pathlib import Path
 from . import build, pki
 
 DEFAULT_REGION = "us-east-1"
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 STATE_FILE = "devenv.json"
 _PR_SET_PDEATHSIG = 1
 
@@ -104,7 +107,7 @@ def wait_until(check, timeout: float, what: str, processes: dict[str, subprocess
 
 
 class DevEnv:
-    """Start and stop the three processes of one environment rooted at ``directory``."""
+    """Start and stop the processes of one environment rooted at ``directory``."""
 
     def __init__(self, directory: Path, region: str = DEFAULT_REGION):
         self.directory = directory.resolve()
@@ -163,9 +166,12 @@ class DevEnv:
         ])
         self._spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)])
 
-        admin_token = secrets.token_urlsafe(32)
+        admin_token, controller_manager_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         tokens = d / "pki" / "tokens.csv"
-        tokens.write_text(f'{admin_token},devenv-admin,devenv-admin,"system:masters"\n')
+        # kube-controller-manager runs every controller with its own credentials
+        # (--use-service-account-credentials=false), so it needs every right.
+        tokens.write_text(f'{admin_token},devenv-admin,devenv-admin,"system:masters"\n'
+                          f'{controller_manager_token},{CONTROLLER_MANAGER_USER},{CONTROLLER_MANAGER_USER},"system:masters"\n')
         tokens.chmod(0o600)
         (d / "audit-policy.yaml").write_text(AUDIT_POLICY)
         audit_log = d / "logs" / "audit.log"
@@ -191,6 +197,17 @@ class DevEnv:
         headers = {"Authorization": f"Bearer {admin_token}"}
         wait_until(lambda: _http_get(f"{api_url}/readyz", headers, ssl_context) == "ok", timeout, "kube-apiserver /readyz", self.processes)
         wait_until(lambda: _http_get(f"{api_url}/api/v1/namespaces/default", headers, ssl_context), timeout, "the default namespace", self.processes)
+        controller_manager_kubeconfig = d / "pki" / "controller-manager.kubeconfig"
+        _write_kubeconfig(controller_manager_kubeconfig, api_url, credentials.ca_cert, controller_manager_token)
+        self._spawn("kube-controller-manager", [
+            str(build.CONTROLLER_MANAGER.bin_dir() / "kube-controller-manager"),
+            f"--kubeconfig={controller_manager_kubeconfig}",
+            f"--root-ca-file={credentials.ca_cert}",
+            f"--service-account-private-key-file={credentials.service_account_key}",
+            "--use-service-account-credentials=false", "--leader-elect=false",
+            "--allocate-node-cidrs=false", "--controllers=*",
+            "--secure-port=0",  # no health endpoint needed: the supervisor watches the process
+        ])
         moto_url = f"http://127.0.0.1:{moto_port}"
         wait_until(lambda: _http_get(f"{moto_url}/moto-api/data.json") is not None, timeout, "moto server", self.processes)
 
