@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Builds kube-apiserver, kubectl and etcd once per machine, into ~/.cache/instance-profile-operator.
+# Builds kube-apiserver, kubectl, etcd and kube-controller-manager once per machine, into
+# ~/.cache/instance-profile-operator.
 controlplane: $(STAMP)
 	$(BIN)/python -m instance_profile_operator.devenv build
 
