@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,9 @@ import yaml
 
 from instance_profile_operator.devenv.cluster import Endpoints
 
+from ..support.devenv import devenv_cli
 from ..support.kube import REPO, kubectl
 from ..support.waiting import wait_for
-
-
-def devenv_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "instance_profile_operator.devenv", *args],
-                          capture_output=True, text=True, timeout=180)
 
 
 def processes_of(directory: Path, endpoints: Endpoints) -> list[int]:

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import build, prerequisites
+from . import build, node, prerequisites
 from .cluster import DevEnv, Endpoints, wait_until
 from .seed import seed
 
@@ -27,15 +27,16 @@ PID_FILE = "supervisor.pid"
 INSTANCES_FILE = "instances.json"
 OPERATOR_ENV = "operator.env"
 CREATED = ("kubeconfig", "aws.env", OPERATOR_ENV, "devenv.json", INSTANCES_FILE, READY_MARKER, PID_FILE,
-           "audit-policy.yaml", "pki", "webhook", "etcd", "logs")
+           "audit-policy.yaml", "pki", "webhook", "etcd", "logs", "node",
+           "volume-plugins")
 
 
-def supervise(directory: Path) -> int:
+def supervise(directory: Path, with_node: bool) -> int:
     """Run the environment until SIGTERM/SIGINT or until one of its processes dies."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    env = DevEnv(directory)
+    env = DevEnv(directory, node=with_node)
     try:
         endpoints = env.start()
         instances = seed(endpoints.ec2_endpoint_url, endpoints.region)
@@ -55,17 +56,21 @@ def supervise(directory: Path) -> int:
         (directory / READY_MARKER).unlink(missing_ok=True)
 
 
-def up(directory: Path, timeout: float) -> int:
+def up(directory: Path, timeout: float, with_node: bool = False) -> int:
     directory = directory.resolve()
     if (directory / PID_FILE).exists():
         print(f"an environment already runs in {directory}; run 'down' first", file=sys.stderr)
         return 1
-    build.ensure_built()
+    if with_node and (missing := node.missing_prerequisites()):
+        print("devenv up --node needs: " + "; ".join(missing), file=sys.stderr)
+        return 1
+    build.ensure_built(node=with_node)
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(directory / "logs" / "supervisor.log", "ab") as log:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "instance_profile_operator.devenv", "_supervise", "--dir", str(directory)],
+            [sys.executable, "-m", "instance_profile_operator.devenv", "_supervise", "--dir", str(directory),
+             *(["--node"] if with_node else [])],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     (directory / PID_FILE).write_text(f"{supervisor.pid}\n")
@@ -106,6 +111,7 @@ def _stop_supervisor(directory: Path, timeout: float = 20.0) -> None:
 def down(directory: Path) -> int:
     directory = directory.resolve()
     _stop_supervisor(directory)
+    node.teardown(directory)  # the supervisor does it, unless it was killed
     for name in CREATED:
         path = directory / name
         if path.is_dir():
@@ -121,25 +127,29 @@ def down(directory: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m instance_profile_operator.devenv", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build kube-apiserver, kubectl and etcd if missing")
+    build_parser = commands.add_parser("build", help="build the control plane (with --node, a node's binaries too) if missing")
+    build_parser.add_argument("--node", action="store_true")
     for name, text in (("up", "start the environment in the background"), ("down", "stop it and remove its state"),
                        ("_supervise", argparse.SUPPRESS)):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, aws.env, logs)")
         if name == "up":
             sub.add_argument("--timeout", type=float, default=120.0)
+        if name in ("up", "_supervise"):
+            sub.add_argument("--node", action="store_true",
+                             help="with a real node: containerd, kubelet, kube-scheduler (needs root)")
     demo_parser = commands.add_parser("demo", help="environment + CRD + operator + examples, in the foreground")
     demo_parser.add_argument("--dir", type=Path, default=None, help="state directory (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.command == "build":
-        print(build.ensure_built())
+        print(build.ensure_built(node=args.node))
         return 0
     if args.command == "up":
-        return up(args.dir, args.timeout)
+        return up(args.dir, args.timeout, args.node)
     if args.command == "down":
         return down(args.dir)
     if args.command == "_supervise":
-        return supervise(args.dir.resolve())
+        return supervise(args.dir.resolve(), args.node)
     from .demo import demo
 
     return demo(args.dir)
