@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from instance_profile_operator.devenv import gotools
 from instance_profile_operator.devenv.cluster import Endpoints
 
 from ..support.devenv import devenv_cli
@@ -72,6 +74,25 @@ def test_up_writes_kubeconfig_and_aws_env_and_down_removes_everything(directory:
     assert done.returncode == 0, done.stderr
     wait_for(lambda: not any(alive(pid) for pid in pids), 15, "every process to exit")
     assert not directory.exists()
+
+
+def test_env_prints_exports_a_shell_can_eval(directory: Path):
+    assert devenv_cli("up", "--dir", str(directory)).returncode == 0
+    endpoints = Endpoints.load(directory)
+    exports = devenv_cli("env", "--dir", str(directory))
+    assert exports.returncode == 0, exports.stderr
+    script = ('eval "$1"; command -v kubectl; echo "$KUBECONFIG $AWS_ENDPOINT_URL ${IPO_IN_CLUSTER_AWS_ENDPOINT_URL-none}";'
+              ' echo "${PATH%%:*}"; kubectl get --raw /readyz')
+    shell = subprocess.run(["bash", "-c", script, "-", exports.stdout], capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")})
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines() == [
+        f"{endpoints.bin_dir}/kubectl",
+        f"{endpoints.kubeconfig} {endpoints.ec2_endpoint_url} none",  # no node, no in-cluster endpoint
+        endpoints.bin_dir,
+        "ok",
+    ]
+    assert f"{gotools.HELM.binary().parent}:" in exports.stdout
 
 
 def test_seeded_instances_are_the_ones_the_examples_name(directory: Path):

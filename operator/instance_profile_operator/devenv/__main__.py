@@ -1,4 +1,4 @@
-"""``python -m instance_profile_operator.devenv {build,up,down,demo}``.
+"""``python -m instance_profile_operator.devenv {build,up,down,env,demo}``.
 
 ``up`` starts a detached supervisor that owns etcd, kube-apiserver, kube-controller-manager and
 moto (each dies with it) and returns once all are ready; ``down`` stops the supervisor and
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import build, node, prerequisites
+from . import build, gotools, node, prerequisites
 from .cluster import DevEnv, Endpoints, wait_until
 from .seed import seed
 
@@ -78,17 +79,30 @@ def up(directory: Path, timeout: float, with_node: bool = False) -> int:
         wait_until(lambda: (directory / READY_MARKER).exists(), timeout, "the environment", {"supervisor": supervisor})
     except BaseException as error:  # Ctrl-C included: never leave a half-started environment
         _stop_supervisor(directory)
+        node.teardown(directory)
         print(f"devenv failed: {error}; logs in {directory / 'logs'}", file=sys.stderr)
         return 1
     endpoints = Endpoints.load(directory)
     instances = json.loads((directory / INSTANCES_FILE).read_text())
     print(f"ready in {time.monotonic() - started:.1f} s")
-    print(f"  export KUBECONFIG={endpoints.kubeconfig}")
-    print(f"  source {endpoints.aws_env}")
+    print(f'  eval "$({sys.executable} -m instance_profile_operator.devenv env --dir {directory})"'
+          f"   # KUBECONFIG, PATH (kubectl {build.KUBERNETES_VERSION}, helm), AWS_*")
     print(f"  source {directory / OPERATOR_ENV}   # for instance-profile-operator run: its admission webhook")
-    print(f"  export PATH={endpoints.bin_dir}:$PATH   # kubectl {build.KUBERNETES_VERSION}")
     print(f"  instances: {', '.join(f'{name}={iid}' for name, iid in instances.items())}")
     return 0
+
+
+def environment(directory: Path) -> str:
+    """``export`` lines for a shell: the environment's kubeconfig, kubectl and helm first on
+    PATH, the AWS variables for the host and, with a node, the EC2 endpoint as pods reach it."""
+    endpoints = Endpoints.load(directory.resolve())
+    variables = {"KUBECONFIG": endpoints.kubeconfig, **endpoints.aws_variables()}
+    if endpoints.node:
+        variables["IPO_IN_CLUSTER_AWS_ENDPOINT_URL"] = endpoints.in_cluster_ec2_endpoint_url()
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+    tools = ":".join(shlex.quote(str(path)) for path in (endpoints.bin_dir, gotools.HELM.binary().parent))
+    lines.append(f'export PATH={tools}:"$PATH"')
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _stop_supervisor(directory: Path, timeout: float = 20.0) -> None:
@@ -130,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     build_parser = commands.add_parser("build", help="build the control plane (with --node, a node's binaries too) if missing")
     build_parser.add_argument("--node", action="store_true")
     for name, text in (("up", "start the environment in the background"), ("down", "stop it and remove its state"),
+                       ("env", "print export lines for a shell: eval \"$(... env --dir D)\""),
                        ("_supervise", argparse.SUPPRESS)):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, aws.env, logs)")
@@ -148,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         return up(args.dir, args.timeout, args.node)
     if args.command == "down":
         return down(args.dir)
+    if args.command == "env":
+        print(environment(args.dir), end="")
+        return 0
     if args.command == "_supervise":
         return supervise(args.dir.resolve(), args.node)
     from .demo import demo
