@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,21 +72,33 @@ def node_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeEnv]:
     devenv_cli("down", "--dir", str(directory))
 
 
+def exported(env: NodeEnv) -> dict[str, str]:
+    """What ``devenv env`` exports (values need no unquoting here: no spaces)."""
+    done = devenv_cli("env", "--dir", str(env.directory))
+    assert done.returncode == 0, done.stderr
+    return dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.splitlines())
+
+
+def start_pod(env: NodeEnv, pod: dict, condition: str = "condition=Ready") -> str:
+    kubectl(env.endpoints, "apply", "-n", "default", "-f", "-", input=json.dumps(pod))
+    name = pod["metadata"]["name"]
+    kubectl(env.endpoints, "wait", "-n", "default", f"--for={condition}", f"pod/{name}", "--timeout=60s")
+    return name
+
+
 def start_podcheck(env: NodeEnv) -> str:
-    """A pod of the podcheck image (tools/podcheck) in ``default``; its name once Ready."""
-    name = f"podcheck-{uuid.uuid4().hex[:6]}"
+    """A pod of the podcheck image (tools/podcheck) in ``default``, pointed at the EC2 endpoint
+    that ``devenv env`` names for pods; its name once Ready."""
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"podcheck-{uuid.uuid4().hex[:6]}"},
         "spec": {"containers": [{
             "name": "check", "image": node.podcheck_image(), "imagePullPolicy": "Never",
-            "env": [{"name": "IPO_AWS_ENDPOINT_URL", "value": env.endpoints.in_cluster_ec2_endpoint_url()},
+            "env": [{"name": "IPO_AWS_ENDPOINT_URL", "value": exported(env)["IPO_IN_CLUSTER_AWS_ENDPOINT_URL"]},
                     {"name": "IPO_UNSERVED_ADDRESS", "value": UNSERVED_SERVICE_ADDRESS}],
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1},
         }]},
     }
-    kubectl(env.endpoints, "apply", "-n", "default", "-f", "-", input=json.dumps(pod))
-    kubectl(env.endpoints, "wait", "-n", "default", "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
-    return name
+    return start_pod(env, pod)
 
 
 def test_the_node_is_ready_and_its_pods_reach_the_api_server_and_the_ec2_endpoint_only(node_env: NodeEnv):
@@ -103,6 +117,23 @@ def test_the_node_is_ready_and_its_pods_reach_the_api_server_and_the_ec2_endpoin
     assert (Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()) == "0"
     assert not [rule for rule in _lines("iptables-save") if "MASQUERADE" in rule or "SNAT" in rule]
     assert f"unreachable {node.SERVICE_CIDR}" in _lines("ip", "route")
+
+
+@pytest.mark.skipif(not (shutil.which("buildah") and shutil.which("mmdebstrap")),
+                    reason="building the image needs buildah and mmdebstrap (apt-get install buildah mmdebstrap; .ci/run does)")
+def test_image_load_imports_the_operators_image_and_the_node_runs_it(node_env: NodeEnv):
+    done = subprocess.run([sys.executable, "-m", "instance_profile_operator.devenv.image", "load",
+                           "--dir", str(node_env.directory)], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr
+    reference = done.stdout.splitlines()[-1]
+    assert reference.startswith("localhost/instance-profile-operator:")
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"operator-{uuid.uuid4().hex[:6]}"},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "operator", "image": reference, "imagePullPolicy": "Never", "args": ["--help"]}]},
+    }
+    name = start_pod(node_env, pod, condition="jsonpath={.status.phase}=Succeeded")
+    assert "usage: instance-profile-operator" in kubectl(node_env.endpoints, "logs", "-n", "default", name).stdout
 
 
 def test_down_leaves_the_host_as_it_was(node_env: NodeEnv):
