@@ -6,84 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import subprocess
-import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from instance_profile_operator.devenv import node
-from instance_profile_operator.devenv.cluster import Endpoints
 
 from ..support.devenv import devenv_cli
 from ..support.kube import kubectl
 from ..support.waiting import wait_for
+from .conftest import NEEDS_IMAGE_BUILDER, NODE_TESTS, NodeEnv, exported, host_state, lines, load_image, start_pod
 
-pytestmark = [
-    pytest.mark.node,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the dev node needs root: kubelet, containerd, a bridge, iptables "
-                                                 "(CI runs as root)"),
-]
+pytestmark = NODE_TESTS
 
 UNSERVED_SERVICE_ADDRESS = "10.96.0.250:80"  # in the Service range, but no Service
-
-
-def _lines(*argv: str) -> list[str]:
-    return [line.rstrip() for line in subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()]
-
-
-def host_state() -> dict[str, object]:
-    """What the node may change on the host, in comparable form."""
-    rules = [re.sub(r"\[\d+:\d+\]", "", line) for command in ("iptables-save", "ip6tables-save")
-             for line in _lines(command) if not line.startswith("#")]
-    hierarchies = [h for h in Path("/sys/fs/cgroup").iterdir() if (h / "cgroup.procs").exists()]
-    return {
-        "routes": _lines("ip", "route", "show", "table", "all"),
-        "ipv6 routes": _lines("ip", "-6", "route", "show", "table", "all"),
-        "links": sorted(line.split(":")[1].strip() for line in _lines("ip", "-o", "link", "show")),
-        "rules": rules,
-        "nftables": _lines("nft", "list", "ruleset"),
-        "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),
-        "sysctls": {name: (Path("/proc/sys") / name).read_text() for name in node.SYSCTLS},
-        "cgroups": sorted(str(c) for h in hierarchies for c in h.iterdir() if c.is_dir()),
-        "paths": [path for path in (*node.HOST_PATHS, str(node.LOCK_FILE)) if os.path.lexists(path)],
-    }
-
-
-@dataclass(frozen=True)
-class NodeEnv:
-    directory: Path
-    endpoints: Endpoints
-    before: dict[str, object]
-
-
-@pytest.fixture(scope="module")
-def node_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeEnv]:
-    directory = tmp_path_factory.mktemp("node") / "env"
-    before = host_state()
-    done = devenv_cli("up", "--dir", str(directory), "--node", timeout=900)
-    assert done.returncode == 0, done.stderr + done.stdout
-    yield NodeEnv(directory, Endpoints.load(directory), before)
-    devenv_cli("down", "--dir", str(directory))
-
-
-def exported(env: NodeEnv) -> dict[str, str]:
-    """What ``devenv env`` exports (values need no unquoting here: no spaces)."""
-    done = devenv_cli("env", "--dir", str(env.directory))
-    assert done.returncode == 0, done.stderr
-    return dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.splitlines())
-
-
-def start_pod(env: NodeEnv, pod: dict, condition: str = "condition=Ready") -> str:
-    kubectl(env.endpoints, "apply", "-n", "default", "-f", "-", input=json.dumps(pod))
-    name = pod["metadata"]["name"]
-    kubectl(env.endpoints, "wait", "-n", "default", f"--for={condition}", f"pod/{name}", "--timeout=60s")
-    return name
 
 
 def start_podcheck(env: NodeEnv) -> str:
@@ -115,17 +50,13 @@ def test_the_node_is_ready_and_its_pods_reach_the_api_server_and_the_ec2_endpoin
     assert report["unservedService"].startswith("error: "), report
     # the host forwards nothing, masquerades nothing, and the Service range goes nowhere else
     assert (Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()) == "0"
-    assert not [rule for rule in _lines("iptables-save") if "MASQUERADE" in rule or "SNAT" in rule]
-    assert f"unreachable {node.SERVICE_CIDR}" in _lines("ip", "route")
+    assert not [rule for rule in lines("iptables-save") if "MASQUERADE" in rule or "SNAT" in rule]
+    assert f"unreachable {node.SERVICE_CIDR}" in lines("ip", "route")
 
 
-@pytest.mark.skipif(not (shutil.which("buildah") and shutil.which("mmdebstrap")),
-                    reason="building the image needs buildah and mmdebstrap (apt-get install buildah mmdebstrap; .ci/run does)")
+@NEEDS_IMAGE_BUILDER
 def test_image_load_imports_the_operators_image_and_the_node_runs_it(node_env: NodeEnv):
-    done = subprocess.run([sys.executable, "-m", "instance_profile_operator.devenv.image", "load",
-                           "--dir", str(node_env.directory)], capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr
-    reference = done.stdout.splitlines()[-1]
+    reference = load_image(node_env)
     assert reference.startswith("localhost/instance-profile-operator:")
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"operator-{uuid.uuid4().hex[:6]}"},

@@ -82,7 +82,6 @@ def up(directory: Path, timeout: float, with_node: bool = False) -> int:
         node.teardown(directory)
         print(f"devenv failed: {error}; logs in {directory / 'logs'}", file=sys.stderr)
         return 1
-    endpoints = Endpoints.load(directory)
     instances = json.loads((directory / INSTANCES_FILE).read_text())
     print(f"ready in {time.monotonic() - started:.1f} s")
     print(f'  eval "$({sys.executable} -m instance_profile_operator.devenv env --dir {directory})"'
