@@ -92,3 +92,16 @@ def load_image(env: NodeEnv) -> str:
                            "--dir", str(env.directory)], capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()[-1]
+
+
+def node_processes() -> list[str]:
+    """PIDs of the node's programs (kubelet, containerd, shims, pods), wherever they run."""
+    binaries = ("kubelet", "kube-scheduler", "containerd", "containerd-shim-runc-v2", "podcheck", "pause")
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "exe")).name in binaries:
+                found.append(entry.name)
+        except OSError:
+            continue
+    return found

@@ -5,7 +5,6 @@ through the kubernetes Service) and the dev environment's EC2 endpoint, and noth
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from instance_profile_operator.devenv import node
 from ..support.devenv import devenv_cli
 from ..support.kube import kubectl
 from ..support.waiting import wait_for
-from .conftest import NEEDS_IMAGE_BUILDER, NODE_TESTS, NodeEnv, exported, host_state, lines, load_image, start_pod
+from .conftest import (NEEDS_IMAGE_BUILDER, NODE_TESTS, NodeEnv, exported, host_state, lines, load_image,
+                       node_processes, start_pod)
 
 pytestmark = NODE_TESTS
 
@@ -76,16 +76,5 @@ def test_down_leaves_the_host_as_it_was(node_env: NodeEnv):
     for key, value in node_env.before.items():
         assert after[key] == value, key
     assert not node_env.directory.exists()
-    wait_for(lambda: not _node_processes(), 15, "every process of the node to exit")
+    wait_for(lambda: not node_processes(), 15, "every process of the node to exit")
 
-
-def _node_processes() -> list[str]:
-    binaries = ("kubelet", "kube-scheduler", "containerd", "containerd-shim-runc-v2", "podcheck", "pause")
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and Path(os.readlink(entry / "exe")).name in binaries:
-                found.append(entry.name)
-        except OSError:
-            continue
-    return found

@@ -202,7 +202,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = "{self.pause_image()}"
+    sandbox = "{pause_image()}"
 
 [{cri_runtime}]
   enable_cdi = false
@@ -275,9 +275,6 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
 
     # -- images ------------------------------------------------------------------------------
 
-    def pause_image(self) -> str:
-        return ociarchive.reference(PAUSE_IMAGE, gotools.PAUSE.binary())
-
     def import_local_images(self) -> None:
         """The pause image and the test pods' image, written as archives and imported."""
         for tool, repository in ((gotools.PAUSE, PAUSE_IMAGE), (gotools.PODCHECK, PODCHECK_IMAGE)):
@@ -289,6 +286,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
 
     def ctr(self, *args: str) -> str:
         return _run(str(build.NODE.bin_dir() / "ctr"), "--address", str(self.containerd_socket), "-n", "k8s.io", *args)
+
+
+def pause_image() -> str:
+    return ociarchive.reference(PAUSE_IMAGE, gotools.PAUSE.binary())
 
 
 def podcheck_image() -> str:
