@@ -51,7 +51,9 @@ def test_the_node_is_ready_and_its_pods_reach_the_api_server_and_the_ec2_endpoin
     # the host forwards nothing, masquerades nothing, and the Service range goes nowhere else
     assert (Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()) == "0"
     assert not [rule for rule in lines("iptables-save") if "MASQUERADE" in rule or "SNAT" in rule]
-    assert f"unreachable {node.SERVICE_CIDR}" in lines("ip", "route")
+    routes = lines("ip", "route")
+    assert f"unreachable {node.SERVICE_CIDR}" in routes
+    assert f"unreachable {node.POD_CIDR} metric {node.FALLBACK_METRIC}" in routes  # were the bridge gone
 
 
 @NEEDS_IMAGE_BUILDER

@@ -149,9 +149,11 @@ class DevEnv:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if name == "containerd":
+                node.stop_pods()  # before the API server they hold watches on
         self.processes.clear()
         if self.node is not None:
-            node.teardown(self.directory)
+            node.teardown(self.directory)  # once nothing uses the node's address any more
 
     # -- internals -----------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ Every packet stays on this machine. Before any pod starts:
   (no default route, no DNS server, no masquerading), and the host forwards nothing (IP forwarding
   stays off, and a filter chain drops whatever would cross from the bridge to any other link);
 * the Service range is ``unreachable`` except through the one DNAT rule that serves the
-  ``kubernetes`` Service (``10.96.0.1:443`` → the API server).
+  ``kubernetes`` Service (``10.96.0.1:443`` → the API server), and so is the pods' range but
+  through the bridge: no packet for either ever takes the default route, even with the
+  bridge gone;
+* teardown removes the bridge only once every process that dials the node's address is gone.
 
 One node per machine (kubelet and containerd use a few fixed host paths): a lock file says whose.
 What the node changes on the host (sysctls, fixed paths, iptables chains, cgroups, mounts, the
@@ -37,6 +40,7 @@ BRIDGE = "ipo-node0"
 POD_CIDR = "10.88.0.0/24"
 NODE_IP = "10.88.0.1"
 SERVICE_CIDR = "10.96.0.0/24"
+FALLBACK_METRIC = "4242"  # the pods' range is unreachable when the bridge's own route is gone
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 RUN_DIR = Path("/run/ipo-node")  # containerd's state and socket: short, fixed paths
 LOCK_FILE = Path("/run/ipo-node.lock")
@@ -132,10 +136,13 @@ class Node:
             "cgroup_existed": any((h / CGROUP).exists() for h in _hierarchies()),
         }
         (self.root / HOST_STATE).write_text(json.dumps(state, indent=2) + "\n")
+        # The fallbacks first: were the bridge gone while a process still dials the node's
+        # address (a crash, a teardown), its packets meet these rather than the default route.
+        _run("ip", "route", "add", "unreachable", POD_CIDR, "metric", FALLBACK_METRIC)
+        _run("ip", "route", "add", "unreachable", SERVICE_CIDR)
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "addr", "add", f"{NODE_IP}/{POD_CIDR.split('/')[1]}", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
-        _run("ip", "route", "add", "unreachable", SERVICE_CIDR)
         _run("iptables", "-t", "nat", "-N", NAT_CHAIN)
         _run("iptables", "-t", "nat", "-A", NAT_CHAIN, "-d", f"{KUBERNETES_SERVICE_IP}/32", "-p", "tcp", "--dport", "443",
              "-j", "DNAT", "--to-destination", f"{NODE_IP}:{api_port}")
@@ -316,6 +323,7 @@ def teardown(directory: Path) -> None:
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         _run("ip", "link", "del", BRIDGE)
     _run("ip", "route", "del", "unreachable", SERVICE_CIDR, check=False)
+    _run("ip", "route", "del", "unreachable", POD_CIDR, "metric", FALLBACK_METRIC, check=False)
     for name, value in state["sysctls"].items():
         if _sysctl(name) != value:
             (Path("/proc/sys") / name).write_text(value)
@@ -324,6 +332,11 @@ def teardown(directory: Path) -> None:
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
     shutil.rmtree(root, ignore_errors=True)
     LOCK_FILE.unlink(missing_ok=True)
+
+
+def stop_pods() -> None:
+    """SIGKILL every container, shim and containerd of the node (all in its cgroup)."""
+    _kill_cgroup()
 
 
 def _cgroup_processes() -> set[int]:
