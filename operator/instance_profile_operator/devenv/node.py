@@ -15,7 +15,7 @@ Every packet stays on this machine. Before any pod starts:
 
 One node per machine (kubelet and containerd use a few fixed host paths): a lock file says whose.
 What the node changes on the host (sysctls, fixed paths, iptables chains, cgroups, mounts, the
-bridge and the route) is recorded before the first change in ``DIR/node/host.json``, and
+bridge and the routes) is recorded before the first change in ``DIR/node/host.json``, and
 ``teardown`` puts it all back, also after a crash of the supervisor (``devenv down`` calls it).
 """
 
@@ -50,6 +50,8 @@ NAT_CHAIN = "IPO-NODE-SERVICES"
 FILTER_CHAIN = "IPO-NODE-FORWARD"
 # Chains kubelet (KUBE-*) and we (IPO-NODE-*) create; removed at teardown unless there before.
 OWN_CHAIN_PREFIXES = ("KUBE-", "IPO-NODE-")
+TABLES = ("filter", "nat", "mangle")
+IPTABLES = ("iptables", "ip6tables")
 # kubelet sets the first three; the others are recorded to prove they never change.
 SYSCTLS = ("kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "net/ipv4/ip_forward",
            "net/ipv4/conf/all/route_localnet", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
@@ -105,10 +107,6 @@ def _chains(command: str, table: str) -> set[str]:
     return {line.split()[1] for line in _run(command, "-t", table, "-S").splitlines() if line.startswith("-N ")}
 
 
-TABLES = ("filter", "nat", "mangle")
-IPTABLES = ("iptables", "ip6tables")
-
-
 class Node:
     """The node of the environment in ``directory``: host preparation, processes' arguments,
     and teardown."""
@@ -133,7 +131,6 @@ class Node:
             "existing_paths": [path for path in HOST_PATHS if os.path.lexists(path)],
             "chains": {command: {table: sorted(_chains(command, table)) for table in TABLES} for command in IPTABLES},
             "nft_tables": _nft_tables(),
-            "cgroup_existed": any((h / CGROUP).exists() for h in _hierarchies()),
         }
         (self.root / HOST_STATE).write_text(json.dumps(state, indent=2) + "\n")
         # The fallbacks first: were the bridge gone while a process still dials the node's
@@ -142,6 +139,7 @@ class Node:
         _run("ip", "route", "add", "unreachable", SERVICE_CIDR)
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "addr", "add", f"{NODE_IP}/{POD_CIDR.split('/')[1]}", "dev", BRIDGE)
+        (Path("/proc/sys/net/ipv6/conf") / BRIDGE / "disable_ipv6").write_text("1")  # IPv4 only, not even link-local
         _run("ip", "link", "set", BRIDGE, "up")
         _run("iptables", "-t", "nat", "-N", NAT_CHAIN)
         _run("iptables", "-t", "nat", "-A", NAT_CHAIN, "-d", f"{KUBERNETES_SERVICE_IP}/32", "-p", "tcp", "--dport", "443",
