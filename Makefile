@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Builds kube-apiserver, kubectl and etcd once per machine, into ~/.cache/instance-profile-operator.
+# Builds kube-apiserver, kubectl, etcd and kube-controller-manager, the dev node's kubelet,
+# kube-scheduler and containerd, and helm, once per machine, into ~/.cache/instance-profile-operator.
 controlplane: $(STAMP)
-	$(BIN)/python -m instance_profile_operator.devenv build
+	nice -n 10 $(BIN)/python -m instance_profile_operator.devenv build --node
+	nice -n 10 $(BIN)/python -m instance_profile_operator.devenv.gotools helm
 
 test: setup
 	$(BIN)/python -m pytest

@@ -6,21 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from instance_profile_operator.devenv import gotools
 from instance_profile_operator.devenv.cluster import Endpoints
 
+from ..support.devenv import devenv_cli
 from ..support.kube import REPO, kubectl
 from ..support.waiting import wait_for
-
-
-def devenv_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "instance_profile_operator.devenv", *args],
-                          capture_output=True, text=True, timeout=180)
 
 
 def processes_of(directory: Path, endpoints: Endpoints) -> list[int]:
@@ -72,12 +68,31 @@ def test_up_writes_kubeconfig_and_aws_env_and_down_removes_everything(directory:
     assert webhook["webhooks"][0]["failurePolicy"] == "Ignore"  # no operator yet: kubectl apply still works
     assert Path(operator_env["IPO_WEBHOOK_CERT_FILE"]).is_file() and Path(operator_env["IPO_WEBHOOK_KEY_FILE"]).is_file()
     pids = processes_of(directory, endpoints)
-    assert len(pids) >= 4  # supervisor, etcd, kube-apiserver, moto
+    assert len(pids) >= 5  # supervisor, etcd, kube-apiserver, kube-controller-manager, moto
 
     done = devenv_cli("down", "--dir", str(directory))
     assert done.returncode == 0, done.stderr
     wait_for(lambda: not any(alive(pid) for pid in pids), 15, "every process to exit")
     assert not directory.exists()
+
+
+def test_env_prints_exports_a_shell_can_eval(directory: Path):
+    assert devenv_cli("up", "--dir", str(directory)).returncode == 0
+    endpoints = Endpoints.load(directory)
+    exports = devenv_cli("env", "--dir", str(directory))
+    assert exports.returncode == 0, exports.stderr
+    script = ('eval "$1"; command -v kubectl; echo "$KUBECONFIG $AWS_ENDPOINT_URL ${IPO_IN_CLUSTER_AWS_ENDPOINT_URL-none}";'
+              ' echo "${PATH%%:*}"; kubectl get --raw /readyz')
+    shell = subprocess.run(["bash", "-c", script, "-", exports.stdout], capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")})
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines() == [
+        f"{endpoints.bin_dir}/kubectl",
+        f"{endpoints.kubeconfig} {endpoints.ec2_endpoint_url} none",  # no node, no in-cluster endpoint
+        endpoints.bin_dir,
+        "ok",
+    ]
+    assert f"{gotools.HELM.binary().parent}:" in exports.stdout
 
 
 def test_seeded_instances_are_the_ones_the_examples_name(directory: Path):
@@ -94,4 +109,4 @@ def test_a_killed_supervisor_takes_its_processes_along(directory: Path):
     supervisor = int((directory / "supervisor.pid").read_text())
     assert supervisor in pids
     os.kill(supervisor, signal.SIGKILL)
-    wait_for(lambda: not any(alive(pid) for pid in pids), 15, "etcd, kube-apiserver and moto to die with the supervisor")
+    wait_for(lambda: not any(alive(pid) for pid in pids), 15, "etcd, kube-apiserver, kube-controller-manager and moto to die with the supervisor")

@@ -1,7 +1,8 @@
-"""``python -m instance_profile_operator.devenv {build,up,down,demo}``.
+"""``python -m instance_profile_operator.devenv {build,up,down,env,demo}``.
 
-``up`` starts a detached supervisor that owns etcd, kube-apiserver and moto (each dies with
-it) and returns once all are ready; ``down`` stops the supervisor and removes the state.
+``up`` starts a detached supervisor that owns etcd, kube-apiserver, kube-controller-manager and
+moto (each dies with it) and returns once all are ready; ``down`` stops the supervisor and
+removes the state.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -17,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import build, prerequisites
+from . import build, gotools, node, prerequisites
 from .cluster import DevEnv, Endpoints, wait_until
 from .seed import seed
 
@@ -26,15 +28,16 @@ PID_FILE = "supervisor.pid"
 INSTANCES_FILE = "instances.json"
 OPERATOR_ENV = "operator.env"
 CREATED = ("kubeconfig", "aws.env", OPERATOR_ENV, "devenv.json", INSTANCES_FILE, READY_MARKER, PID_FILE,
-           "audit-policy.yaml", "pki", "webhook", "etcd", "logs")
+           "audit-policy.yaml", "pki", "webhook", "etcd", "logs", "node",
+           "volume-plugins")
 
 
-def supervise(directory: Path) -> int:
+def supervise(directory: Path, with_node: bool) -> int:
     """Run the environment until SIGTERM/SIGINT or until one of its processes dies."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    env = DevEnv(directory)
+    env = DevEnv(directory, node=with_node)
     try:
         endpoints = env.start()
         instances = seed(endpoints.ec2_endpoint_url, endpoints.region)
@@ -54,17 +57,21 @@ def supervise(directory: Path) -> int:
         (directory / READY_MARKER).unlink(missing_ok=True)
 
 
-def up(directory: Path, timeout: float) -> int:
+def up(directory: Path, timeout: float, with_node: bool = False) -> int:
     directory = directory.resolve()
     if (directory / PID_FILE).exists():
         print(f"an environment already runs in {directory}; run 'down' first", file=sys.stderr)
         return 1
-    build.ensure_built()
+    if with_node and (missing := node.missing_prerequisites()):
+        print("devenv up --node needs: " + "; ".join(missing), file=sys.stderr)
+        return 1
+    build.ensure_built(node=with_node)
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(directory / "logs" / "supervisor.log", "ab") as log:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "instance_profile_operator.devenv", "_supervise", "--dir", str(directory)],
+            [sys.executable, "-m", "instance_profile_operator.devenv", "_supervise", "--dir", str(directory),
+             *(["--node"] if with_node else [])],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     (directory / PID_FILE).write_text(f"{supervisor.pid}\n")
@@ -72,17 +79,29 @@ def up(directory: Path, timeout: float) -> int:
         wait_until(lambda: (directory / READY_MARKER).exists(), timeout, "the environment", {"supervisor": supervisor})
     except BaseException as error:  # Ctrl-C included: never leave a half-started environment
         _stop_supervisor(directory)
+        node.teardown(directory)
         print(f"devenv failed: {error}; logs in {directory / 'logs'}", file=sys.stderr)
         return 1
-    endpoints = Endpoints.load(directory)
     instances = json.loads((directory / INSTANCES_FILE).read_text())
     print(f"ready in {time.monotonic() - started:.1f} s")
-    print(f"  export KUBECONFIG={endpoints.kubeconfig}")
-    print(f"  source {endpoints.aws_env}")
+    print(f'  eval "$({sys.executable} -m instance_profile_operator.devenv env --dir {directory})"'
+          f"   # KUBECONFIG, PATH (kubectl {build.KUBERNETES_VERSION}, helm), AWS_*")
     print(f"  source {directory / OPERATOR_ENV}   # for instance-profile-operator run: its admission webhook")
-    print(f"  export PATH={endpoints.bin_dir}:$PATH   # kubectl {build.KUBERNETES_VERSION}")
     print(f"  instances: {', '.join(f'{name}={iid}' for name, iid in instances.items())}")
     return 0
+
+
+def environment(directory: Path) -> str:
+    """``export`` lines for a shell: the environment's kubeconfig, kubectl and helm first on
+    PATH, the AWS variables for the host and, with a node, the EC2 endpoint as pods reach it."""
+    endpoints = Endpoints.load(directory.resolve())
+    variables = {"KUBECONFIG": endpoints.kubeconfig, **endpoints.aws_variables()}
+    if endpoints.node:
+        variables["IPO_IN_CLUSTER_AWS_ENDPOINT_URL"] = endpoints.in_cluster_ec2_endpoint_url()
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+    tools = ":".join(shlex.quote(str(path)) for path in (endpoints.bin_dir, gotools.HELM.binary().parent))
+    lines.append(f'export PATH={tools}:"$PATH"')
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _stop_supervisor(directory: Path, timeout: float = 20.0) -> None:
@@ -105,6 +124,7 @@ def _stop_supervisor(directory: Path, timeout: float = 20.0) -> None:
 def down(directory: Path) -> int:
     directory = directory.resolve()
     _stop_supervisor(directory)
+    node.teardown(directory)  # the supervisor does it, unless it was killed
     for name in CREATED:
         path = directory / name
         if path.is_dir():
@@ -120,25 +140,33 @@ def down(directory: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m instance_profile_operator.devenv", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build kube-apiserver, kubectl and etcd if missing")
+    build_parser = commands.add_parser("build", help="build the control plane (with --node, a node's binaries too) if missing")
+    build_parser.add_argument("--node", action="store_true")
     for name, text in (("up", "start the environment in the background"), ("down", "stop it and remove its state"),
+                       ("env", "print export lines for a shell: eval \"$(... env --dir D)\""),
                        ("_supervise", argparse.SUPPRESS)):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--dir", type=Path, required=True, help="state directory (kubeconfig, aws.env, logs)")
         if name == "up":
             sub.add_argument("--timeout", type=float, default=120.0)
+        if name in ("up", "_supervise"):
+            sub.add_argument("--node", action="store_true",
+                             help="with a real node: containerd, kubelet, kube-scheduler (needs root)")
     demo_parser = commands.add_parser("demo", help="environment + CRD + operator + examples, in the foreground")
     demo_parser.add_argument("--dir", type=Path, default=None, help="state directory (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.command == "build":
-        print(build.ensure_built())
+        print(build.ensure_built(node=args.node))
         return 0
     if args.command == "up":
-        return up(args.dir, args.timeout)
+        return up(args.dir, args.timeout, args.node)
     if args.command == "down":
         return down(args.dir)
+    if args.command == "env":
+        print(environment(args.dir), end="")
+        return 0
     if args.command == "_supervise":
-        return supervise(args.dir.resolve())
+        return supervise(args.dir.resolve(), args.node)
     from .demo import demo
 
     return demo(args.dir)

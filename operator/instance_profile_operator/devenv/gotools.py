@@ -1,4 +1,5 @@
-"""Build the Go commands the tests use (helm and two small checkers), pinned and cached.
+"""Build the Go commands the tests and the dev node use (helm, small checkers, the pod sandbox),
+pinned and cached.
 
 Like the control plane (build.py), and with its helpers, each command is compiled once per
 machine into the per-user cache, in a directory named by what pins it:
@@ -61,7 +62,11 @@ HELM = GoTool(
 PROMQL_CHECK = GoTool("promql-check", package=".", source=TOOLS_DIR / "promql-check")
 KSTATUS_CHECK = GoTool("kstatus-check", package=".", source=TOOLS_DIR / "kstatus-check")
 
-TOOLS = {tool.name: tool for tool in (HELM, PROMQL_CHECK, KSTATUS_CHECK)}
+# The dev node's pod sandbox, and the program of its test pods (what a pod can reach).
+PAUSE = GoTool("pause", package=".", source=TOOLS_DIR / "pause")
+PODCHECK = GoTool("podcheck", package=".", source=TOOLS_DIR / "podcheck")
+
+TOOLS = {tool.name: tool for tool in (HELM, PROMQL_CHECK, KSTATUS_CHECK, PAUSE, PODCHECK)}
 
 
 def _compile(tool: GoTool, env: GoEnv, output: Path) -> None:

@@ -12,6 +12,8 @@ it is made of, so a second build with nothing changed only looks the image up:
 
 buildah keeps its images in the cache too (vfs driver, which works anywhere), so its
 commands need ``storage_options()``: ``buildah <options> images`` lists them.
+
+``load --dir D`` imports the image into the containerd of the node of ``devenv up --dir D --node``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import cache_root
+from .cluster import Endpoints
+from .node import Node
 
 REPO = Path(__file__).resolve().parents[3]
 IMAGE = "localhost/instance-profile-operator"
@@ -179,6 +183,19 @@ def ensure_image(force: bool = False) -> Image:
     return Image(reference, base, built=True, seconds=time.monotonic() - started)
 
 
+def load(directory: Path) -> str:
+    """Import the image of the checkout (built unless up to date, as ``make image`` does) into
+    the runtime of the node of the environment in ``directory``; return its reference."""
+    if not Endpoints.load(directory.resolve()).node:
+        raise SystemExit(f"no node runs in {directory}: start one with devenv up --dir {directory} --node")
+    reference = ensure_image().reference
+    with tempfile.TemporaryDirectory(dir=_work_dir()) as work:
+        archive = Path(work) / "image.tar"
+        buildah("push", "--quiet", reference, f"docker-archive:{archive}:{reference}")
+        Node(directory.resolve()).ctr("images", "import", str(archive))
+    return reference
+
+
 def _forget_other_builds(keep: str) -> None:
     """Each build stores a full copy of the image (vfs): keep only the newest, and any older
     one a container still uses (``rmi`` refuses those)."""
@@ -206,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build the image unless it is up to date; print its size")
     build.add_argument("--force", action="store_true", help="rebuild even if an image of the same inputs exists")
+    loader = commands.add_parser("load", help="import it into the node of devenv up --node; print its reference last")
+    loader.add_argument("--dir", type=Path, required=True, help="the environment's directory")
     args = parser.parse_args(argv)
+    if args.command == "load":
+        print(load(args.dir))
+        return 0
     print(ensure_image(force=args.force).report())
     return 0
 
