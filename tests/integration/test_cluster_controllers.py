@@ -9,7 +9,7 @@ from pathlib import Path
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from instance_profile_operator.api import GROUP, PLURAL, VERSION
+from instance_profile_operator.core.api import GROUP, PLURAL, VERSION
 from instance_profile_operator.devenv.cluster import Endpoints
 
 from ..support.kube import Bindings, manifest
