@@ -227,6 +227,33 @@ def test_a_success_ends_the_outage_and_says_so_once():
     assert recovered == [PLACE] and PLACE not in book and book.admit(PLACE, 0.0) is None
 
 
+def test_throttling_is_no_outage_and_ends_one_since_ec2_answered():
+    recovered = []
+    book = outages(recovered=recovered.append)
+    throttled = AwsFault(FaultKind.THROTTLED, "RequestLimitExceeded", "Request limit exceeded.")
+    book.failed(PLACE, throttled, now=0.0)
+    assert PLACE not in book and book.admit(PLACE, 0.0) is None
+    book.failed(PLACE, DENIED, now=0.0)
+    assert book.admit(PLACE, 1.0) is None  # the retry ...
+    book.failed(PLACE, throttled, now=1.0)  # ... reached EC2, which only throttled it
+    assert PLACE not in book and recovered == [PLACE]
+
+
+async def test_a_failing_instance_lookup_holds_no_association_lookup(clock):
+    class Gateway:
+        async def describe_instances(self, region, ids, account=""):
+            raise DENIED
+
+        async def describe_associations(self, region, ids, account=""):
+            return {}
+
+    observer = Observer(Gateway(), clock=clock)
+    target = Target("us-east-1", "i-1", "")
+    with pytest.raises(AwsFault):
+        await observer.instance(target)
+    assert await observer.association(target) is None  # described, not failed at once
+
+
 async def test_after_a_failed_fetch_lookups_of_that_place_fail_at_once_without_a_call(clock):
     fetch = FakeFetch(error=DENIED)
     batcher = Batcher(fetch, window=0.001, outages=outages(), clock=clock)

@@ -5,7 +5,7 @@
   handful of Describe calls, not 100. Each tenant's (namespace's) lookups are merged among
   themselves: one namespace's stream of lookups, keeping a call in flight all the time, never
   makes another's wait for it, and each call takes its namespace's turn for EC2 tokens.
-* ``Outages`` remembers the places whose last describe failed. Their lookups fail at once with
+* ``Outages`` remembers the places whose last describe failed (throttling aside: EC2 answered). Their lookups fail at once with
   that fault, no EC2 call made, until a capped, growing backoff has passed; then one call tries
   the place again while the others keep failing at once, and its success ends the outage. A
   place whose calls fail, or time out slowly, thus costs one call at a time, never every worker.
@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Generic, Hashable, TypeVar
 
+from ..core.faults import AwsFault, FaultKind
 from ..core.model import MISSING_INSTANCE, Association, Instance, Place, Target
 from ..runtime.workqueue import Priority, backoff
 from .ec2 import Ec2Gateway
@@ -69,6 +70,9 @@ class Outages:
         return None
 
     def failed(self, place: Place, fault: Exception, now: float) -> None:
+        if isinstance(fault, AwsFault) and fault.kind is FaultKind.THROTTLED:
+            self.succeeded(place)  # EC2 answered: one action's bucket is empty, which the limiter paces
+            return
         outage = self._outages.get(place)
         failures = 1 if outage is None else outage.failures + 1
         delay = backoff(failures - 1, self._base, self._cap, self._rand)
@@ -147,8 +151,8 @@ class Observer:
         self.outages = Outages(cap=ttl, recovered=recovered)
         self._associations: Batcher[Association] = Batcher(
             lambda place, ids: gateway.describe_associations(place[1], ids, account=place[0]), outages=self.outages, clock=clock)
-        self._instances: Batcher[Instance] = Batcher(
-            lambda place, ids: gateway.describe_instances(place[1], ids, account=place[0]), outages=self.outages, clock=clock)
+        self._instances: Batcher[Instance] = Batcher(  # outages of their own: one action's denial is not the other's
+            lambda place, ids: gateway.describe_instances(place[1], ids, account=place[0]), outages=Outages(cap=ttl), clock=clock)
         self._cache: dict[Target, tuple[float, Association | None]] = {}  # from refreshes, until used
         self._mutated: list[set[Target]] = []  # per refresh in flight: targets mutated meanwhile
         self._refreshing: set[Place] = set()
