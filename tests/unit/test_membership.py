@@ -1,0 +1,95 @@
+"""The membership core of a set: matching instances + existing children -> creates, updates, deletes."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from instance_profile_operator.core.membership import ChildSpec, child_name, plan
+
+WEB = ChildSpec(profile=(("name", "web"),), region=None, deletion_policy="Delete")
+instance_ids = st.from_regex(r"i-[0-9a-f]{17}", fullmatch=True)
+DNS_LABELS = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def spec(instance_id, **changes):
+    return {**WEB.for_instance(instance_id), **changes}
+
+
+def test_new_instances_get_children_in_order():
+    result = plan(["i-00000002", "i-00000001"], {}, WEB)
+    assert result.create == ("i-00000001", "i-00000002")
+    assert result.update == () and result.delete == ()
+
+
+def test_children_of_instances_no_longer_matching_are_deleted():
+    result = plan([], {"i-00000001": spec("i-00000001")}, WEB)
+    assert result.delete == ("i-00000001",) and result.create == ()
+
+
+def test_in_line_children_need_nothing():
+    assert plan(["i-00000001"], {"i-00000001": spec("i-00000001")}, WEB).empty
+
+
+def test_a_child_edited_by_hand_is_put_back():
+    edited = spec("i-00000001", iamInstanceProfile={"name": "admin"})
+    result = plan(["i-00000001"], {"i-00000001": edited}, WEB)
+    assert result.update == (("i-00000001", spec("i-00000001")),)
+
+
+def test_a_profile_change_updates_every_child():
+    children = {i: spec(i) for i in ("i-00000001", "i-00000002")}
+    arn = ChildSpec(profile=(("arn", "arn:aws:iam::123456789012:instance-profile/db"),),
+                    region=None, deletion_policy="Delete")
+    result = plan(children, children, arn)
+    assert [i for i, _ in result.update] == ["i-00000001", "i-00000002"]
+    assert all(s["iamInstanceProfile"] == {"arn": "arn:aws:iam::123456789012:instance-profile/db"}
+               for _, s in result.update)
+
+
+def test_deletion_policy_is_handed_down():
+    retain = ChildSpec(profile=WEB.profile, region=None, deletion_policy="Retain")
+    result = plan(["i-00000001"], {"i-00000001": spec("i-00000001")}, retain)
+    assert result.update[0][1]["deletionPolicy"] == "Retain"
+
+
+def test_a_child_in_another_region_is_deleted_to_be_made_again():
+    child = spec("i-00000001", region="us-west-2")
+    in_region = ChildSpec(profile=WEB.profile, region="eu-west-1", deletion_policy="Delete")
+    result = plan(["i-00000001"], {"i-00000001": child}, in_region)
+    assert result.delete == ("i-00000001",) and result.update == () and result.create == ()
+
+
+def test_region_is_in_the_childs_spec_only_when_the_set_names_one():
+    assert "region" not in WEB.for_instance("i-00000001")
+    assert ChildSpec(WEB.profile, "eu-west-1", "Delete").for_instance("i-00000001")["region"] == "eu-west-1"
+
+
+@given(matching=st.sets(instance_ids, max_size=20), existing=st.sets(instance_ids, max_size=20),
+       edited=st.sets(instance_ids, max_size=20))
+def test_after_the_plan_children_are_exactly_the_matching_instances(matching, existing, edited):
+    children = {i: spec(i, deletionPolicy="Retain") if i in edited else spec(i) for i in existing}
+    result = plan(sorted(matching), children, WEB)
+    after = {i: s for i, s in children.items() if i not in result.delete}
+    after.update({i: WEB.for_instance(i) for i in result.create})
+    after.update(dict(result.update))
+    assert after == {i: WEB.for_instance(i) for i in matching}
+    assert not set(result.create) & set(children)
+    assert set(result.delete) == existing - matching
+    assert plan(sorted(matching), after, WEB).empty
+
+
+@given(set_name=st.from_regex(r"[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?", fullmatch=True),
+       instance_id=instance_ids)
+def test_child_names_are_valid_deterministic_and_keep_the_instance(set_name, instance_id):
+    name = child_name(set_name, instance_id)
+    assert len(name) <= 63 and DNS_LABELS.match(name)
+    assert name.endswith(instance_id) and name == child_name(set_name, instance_id)
+
+
+def test_long_set_names_stay_distinct():
+    a, b = "a" * 60 + "x", "a" * 60 + "y"
+    assert child_name(a, "i-00000001") != child_name(b, "i-00000001")
+    assert child_name("web", "i-00000001") == "web-i-00000001"
