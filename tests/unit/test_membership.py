@@ -93,3 +93,54 @@ def test_long_set_names_stay_distinct():
     a, b = "a" * 60 + "x", "a" * 60 + "y"
     assert child_name(a, "i-00000001") != child_name(b, "i-00000001")
     assert child_name("web", "i-00000001") == "web-i-00000001"
+
+
+# The set's status, from its children's statuses.
+
+from instance_profile_operator.core.setstatus import Child, summarize  # noqa: E402
+from instance_profile_operator.core.status import Report  # noqa: E402
+
+
+def child(name, reason, ready=False, stalled=False, generation=1, observed=1):
+    conditions = [{"type": "Ready", "status": "True" if ready else "False", "reason": reason,
+                   "message": f"{name} {reason}", "observedGeneration": observed}]
+    if stalled:
+        conditions.append({"type": "Stalled", "status": "True", "reason": reason, "message": "",
+                           "observedGeneration": observed})
+    return Child(name=name, generation=generation, status={"conditions": conditions})
+
+
+def test_a_set_is_ready_when_every_selected_instance_has_a_ready_child():
+    report, counts = summarize(2, [child("a", "Associated", ready=True), child("b", "Adopted", ready=True)])
+    assert report.ready and not report.reconciling and not report.stalled
+    assert counts["selected"] == counts["ready"] == 2 and counts["notReady"] is None
+
+
+def test_a_missing_child_keeps_the_set_reconciling():
+    report, counts = summarize(2, [child("a", "Associated", ready=True)])
+    assert not report.ready and report.reconciling and not report.stalled
+
+
+def test_a_ready_condition_of_an_older_generation_does_not_count():
+    report, counts = summarize(1, [child("a", "Associated", ready=True, generation=2, observed=1)])
+    assert counts["ready"] == 0 and counts["notReady"][0]["reason"] == "Pending"
+
+
+def test_conflicts_and_denials_are_counted_and_stall_the_set_when_nothing_else_moves():
+    report, counts = summarize(3, [child("a", "Associated", ready=True),
+                                   child("b", "Conflict", stalled=True),
+                                   child("c", "PolicyDenied", stalled=True)])
+    assert counts["conflicts"] == 1 and counts["denied"] == 1 and counts["ready"] == 1
+    assert report.stalled and not report.reconciling and not report.ready
+    assert [c["name"] for c in counts["notReady"]] == ["b", "c"]
+
+
+def test_only_the_first_few_children_not_ready_are_listed():
+    _, counts = summarize(10, [child(f"c{i}", "Associating") for i in range(10)])
+    assert len(counts["notReady"]) == 5
+
+
+def test_a_listing_fault_is_the_sets_report():
+    fault = Report(reason="AccessDenied", message="denied", stalled=True)
+    report, counts = summarize(0, [], fault)
+    assert report is fault and counts["selected"] == 0
