@@ -19,16 +19,18 @@ from .aws.ratelimit import RateLimiter
 from .bindings.controller import Controller
 from .bindings.finalizer import RetryLater
 from .bindings.uninstall import Uninstaller
-from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
+from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, SET_LABEL, SET_PLURAL, VERSION
 from .core.tenancy import Tenancy
 from .kube.admission import register_admission, webhook_server
 from .kube.writer import KubeWriter, load_api_client
 from .runtime.metrics import Metrics
+from .sets.controller import SetController
 from .settings import Settings
 
 
 WATCH_HANDLER = "watch"
-QUIET_HANDLERS = (WATCH_HANDLER, "crd", "policy", "namespace")
+SET_HANDLER, CHILD_HANDLER = "set", "set-child"
+QUIET_HANDLERS = (WATCH_HANDLER, SET_HANDLER, CHILD_HANDLER, "crd", "policy", "namespace")
 
 
 class QuietWatchLog(logging.Filter):
@@ -103,12 +105,15 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         holder["tenancy"] = tenancy
         holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics)
         metrics.attach(controller)
+        holder["sets"] = SetController(config, gateway, writer, tenancy)
+        await holder["sets"].start()
         holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)
         await controller.start()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
         await holder["uninstaller"].stop()
+        await holder["sets"].stop()
         await holder["controller"].stop()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id=WATCH_HANDLER, registry=registry)
@@ -123,14 +128,27 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
     if config.enforcing:
         @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, id="policy", registry=registry)
         async def policy_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-            holder["controller"].requeue_namespaces(holder["tenancy"].book.on_policy(type, body))
+            namespaces = holder["tenancy"].book.on_policy(type, body)
+            holder["controller"].requeue_namespaces(namespaces)
+            holder["sets"].requeue_namespaces(namespaces)
 
         @kopf.on.event("", "v1", "namespaces", id="namespace", registry=registry)
         async def namespace_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-            holder["controller"].requeue_namespaces(holder["tenancy"].book.on_namespace(type, body))
+            namespaces = holder["tenancy"].book.on_namespace(type, body)
+            holder["controller"].requeue_namespaces(namespaces)
+            holder["sets"].requeue_namespaces(namespaces)
 
         if config.webhook_address:
             register_admission(registry, lambda: holder["tenancy"].book if "tenancy" in holder else None, config.region)
+
+    # InstanceProfileBindingSets: the sets, and their children (bindings labelled with a set's name).
+    @kopf.on.event(GROUP, VERSION, SET_PLURAL, id=SET_HANDLER, registry=registry)
+    async def set_watched(type: str | None, body: kopf.Body, **_: Any) -> None:
+        holder["sets"].on_set(type, body)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, id=CHILD_HANDLER, registry=registry, labels={SET_LABEL: kopf.PRESENT})
+    async def child_watched(type: str | None, body: kopf.Body, **_: Any) -> None:
+        holder["sets"].on_child(type, body)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:

@@ -41,3 +41,18 @@ class Reason:
     INTERNAL_ERROR = "InternalError"
     RELEASED = "Released"
     ANNOTATION_IGNORED = "AnnotationIgnored"
+
+# InstanceProfileBindingSet: a fleet's bindings, one per instance its tag selector matches.
+SET_PLURAL = "instanceprofilebindingsets"
+SET_KIND = "InstanceProfileBindingSet"
+SET_LABEL = f"{GROUP}/set"  # on every child binding: the name of the set that owns it
+
+
+class SetReason:
+    """Reasons of a set's conditions and Events."""
+
+    ALL_READY = "AllReady"
+    CHILDREN_NOT_READY = "ChildrenNotReady"
+    INSTANCES_SELECTED = "InstancesSelected"
+    INSTANCES_RELEASED = "InstancesReleased"
+    CHILDREN_UPDATED = "ChildrenUpdated"

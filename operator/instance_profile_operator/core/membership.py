@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from .api import API_VERSION, KIND, SET_KIND, SET_LABEL
+
 # Kubernetes object names are DNS subdomains (≤ 253) but labels are ≤ 63 characters; children
 # carry their set's name in a label value, so names are kept within 63 as well.
 NAME_LIMIT = 63
@@ -85,3 +87,26 @@ def plan(matching: Iterable[str], children: Mapping[str, Mapping], declared: Chi
 
 def _differs(actual: Mapping, wanted: Mapping) -> bool:
     return any(actual.get(key) != value for key, value in wanted.items())
+
+
+def child_body(namespace: str, set_name: str, set_uid: str, instance_id: str, declared: ChildSpec) -> dict:
+    """A new child binding: named after its set and instance, labelled with the set's name, owned
+    by the set (controller; blockOwnerDeletion so that a foreground deletion of the set waits)."""
+    return {
+        "apiVersion": API_VERSION, "kind": KIND,
+        "metadata": {
+            "name": child_name(set_name, instance_id), "namespace": namespace,
+            "labels": {SET_LABEL: set_name},
+            "ownerReferences": [{"apiVersion": API_VERSION, "kind": SET_KIND, "name": set_name, "uid": set_uid,
+                                 "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": declared.for_instance(instance_id),
+    }
+
+
+def controller_uid(body: Mapping) -> str | None:
+    """The UID of the object that controls ``body`` (its ownerReference with controller: true)."""
+    for owner in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == SET_KIND:
+            return owner.get("uid")
+    return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-from .api import READY, STALLED, Reason
+from .api import READY, STALLED, Reason, SetReason
 from .status import Report, render_conditions, timestamp
 
 NOT_READY_SHOWN = 5
@@ -61,7 +61,7 @@ def summarize(selected: int, children: list[Child], listing: Report | None = Non
     denied = sum(child.reason == Reason.POLICY_DENIED for child in children)
     waiting = sorted((c for c in children if not c.ready), key=lambda c: c.name)
     counts = {
-        "selected": selected, "ready": ready, "conflicts": conflicts, "denied": denied,
+        "selected": selected, "ready": ready, "readyOfSelected": f"{ready}/{selected}", "conflicts": conflicts, "denied": denied,
         "notReady": [{"name": c.name, "reason": c.reason, "message": c.message}
                      for c in waiting[:NOT_READY_SHOWN]] or None,
     }
@@ -69,13 +69,13 @@ def summarize(selected: int, children: list[Child], listing: Report | None = Non
         return listing, counts
     complete = len(children) == selected
     if complete and ready == selected:
-        return Report(reason="AllReady", message=f"{ready} of {selected} instances carry the profile",
+        return Report(reason=SetReason.ALL_READY, message=f"{ready} of {selected} instances carry the profile",
                       ready=True), counts
     stalled = [c for c in waiting if c.stalled]
     message = f"{ready} of {selected} instances carry the profile"
     if stalled:
         message += f"; {len(stalled)} cannot progress ({stalled[0].name}: {stalled[0].reason})"
-    return Report(reason="ChildrenNotReady", message=message, reconciling=len(stalled) < len(waiting) or not complete,
+    return Report(reason=SetReason.CHILDREN_NOT_READY, message=message, reconciling=len(stalled) < len(waiting) or not complete,
                   stalled=bool(stalled) and len(stalled) == len(waiting) and complete), counts
 
 
