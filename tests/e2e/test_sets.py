@@ -183,8 +183,8 @@ def test_a_child_conflicting_with_an_explicit_binding_is_counted(sets, operator,
 
 def test_a_tenants_set_is_denied_and_its_selector_cannot_reach_beyond_its_policy(
         api_client, start_operator, proxy, policies, ec2, new_instance):  # noqa: F811
-    team = tenant(api_client, f"s{uuid.uuid4().hex[:6]}")
-    team_label = team.namespace.removeprefix("team-")
+    team_label = f"s{uuid.uuid4().hex[:6]}"
+    team = tenant(api_client, team_label)
     policies({"namespaceSelector": {"matchLabels": {"team": team_label}}, "instanceProfiles": [{"name": "web-server"}],
               "instanceTags": {"team": team_label}})
     role = unique_tag()
@@ -220,8 +220,9 @@ def test_a_set_lists_and_binds_in_a_second_account_through_a_policys_role(
     local = ec2.run_instances(ImageId="ami-0abcdef1234567890", MinCount=1, MaxCount=1,
                               TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "role", "Value": role}]}]
                               )["Instances"][0]["InstanceId"]
-    team = tenant(api_client, f"r{uuid.uuid4().hex[:6]}")
-    policies({"namespaceSelector": {"matchLabels": {"team": team.namespace.removeprefix("team-")}},
+    team_label = f"r{uuid.uuid4().hex[:6]}"
+    team = tenant(api_client, team_label)
+    policies({"namespaceSelector": {"matchLabels": {"team": team_label}},
               "instanceProfiles": [{"name": "web-server"}], "account": {"roleArn": ROLE, "externalId": "set-secret"}})
     start_operator(namespaces=[team.namespace])
     tenant_sets = Sets(api_client, team.namespace)
