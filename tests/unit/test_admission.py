@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.kube.admission import needs_review, rejection
+from instance_profile_operator.kube.admission import needs_review, rejection, set_rejection
 from instance_profile_operator.core.policy import Account
 from instance_profile_operator.core.policybook import PolicyBook
 
@@ -61,3 +61,21 @@ def test_rejection(book, body, expected):
 def test_a_verdict_that_hangs_on_instance_tags_is_admitted_for_the_reconcile_to_decide(book):
     # the webhook reads Kubernetes state only: no EC2 call, so no tag oracle and no EC2 budget spent
     assert rejection(binding("team-b", profile={"name": "team-b-web"}), book, "us-east-1") is None
+
+
+def binding_set(namespace: str = "team-a", profile: dict | None = None, **extra) -> dict:
+    spec = {"instanceSelector": {"tags": {"role": "web"}}, "iamInstanceProfile": profile or {"name": "team-a-web"}, **extra}
+    return {"metadata": {"name": "s", "namespace": namespace}, "spec": spec}
+
+
+@pytest.mark.parametrize("body,expected", [
+    (binding_set(), None),
+    (binding_set(region="eu-west-1"), "denied by InstanceProfilePolicy: region eu-west-1 is not allowed for instance profile team-a-web (InstanceProfilePolicy team-a)"),
+    (binding_set(profile={"name": "team-b-web"}), "denied by InstanceProfilePolicy: instance profile team-b-web is not allowed in namespace team-a (InstanceProfilePolicy team-a)"),
+    (binding_set("empty"), "denied by InstanceProfilePolicy: no InstanceProfilePolicy selects namespace empty; see docs/tenancy.md"),
+    (binding_set("not-seen-yet"), None),
+    (binding_set(profile={}), None),  # invalid: the schema's job
+    (binding_set("team-b", profile={"name": "team-b-web"}), None),  # each child's instance tags: the reconcile's to check
+])
+def test_set_rejection(book, body, expected):
+    assert set_rejection(body, book, "us-east-1") == expected

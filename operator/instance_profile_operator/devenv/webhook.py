@@ -1,5 +1,5 @@
 """The ValidatingWebhookConfiguration the development environment installs: the local API server
-calls the operator's admission webhook at https://127.0.0.1:PORT/tenancy, trusting the CA that
+calls the operator's admission webhooks at https://127.0.0.1:PORT/tenancy (bindings) and /tenancy-sets (sets), trusting the CA that
 signed the webhook's certificate. (In a real cluster the chart installs it with a Service
 reference; see docs/tenancy.md.)"""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from ..core.api import GROUP, PLURAL, VERSION
-from ..kube.admission import WEBHOOK_ID
+from ..core.api import GROUP, PLURAL, SET_PLURAL, VERSION
+from ..kube.admission import SET_WEBHOOK_ID, WEBHOOK_ID
 
 NAME = "instance-profile-operator"
 
@@ -37,6 +37,21 @@ webhooks:
         operations: [CREATE, UPDATE]
         resources: [{PLURAL}]
         scope: Namespaced
+  - name: {SET_WEBHOOK_ID}.{SET_PLURAL}.{GROUP}
+    admissionReviewVersions: [v1]
+    sideEffects: None           # the webhook only reads (policies, instance tags)
+    failurePolicy: $failure_policy
+    timeoutSeconds: 5
+    matchPolicy: Equivalent
+    clientConfig:
+      url: $set_url
+      caBundle: $ca_bundle
+    rules:
+      - apiGroups: [{GROUP}]
+        apiVersions: [{VERSION}]
+        operations: [CREATE, UPDATE]
+        resources: [{SET_PLURAL}]
+        scope: Namespaced
 """)
 
 
@@ -44,7 +59,7 @@ def configuration(address: str, ca_cert: Path, failure_policy: str = "Fail") -> 
     """The configuration for a webhook served at ``address`` (HOST:PORT) with a certificate
     signed by ``ca_cert``. The development environment fails closed, so a broken webhook shows."""
     text = TEMPLATE.substitute(
-        url=f"https://{address}/{WEBHOOK_ID}", ca_bundle=base64.b64encode(ca_cert.read_bytes()).decode(),
+        url=f"https://{address}/{WEBHOOK_ID}", set_url=f"https://{address}/{SET_WEBHOOK_ID}", ca_bundle=base64.b64encode(ca_cert.read_bytes()).decode(),
         failure_policy=failure_policy,
     )
     return yaml.safe_load(text)

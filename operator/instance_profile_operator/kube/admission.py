@@ -18,12 +18,13 @@ from typing import Any, Callable, Mapping
 
 import kopf
 
-from ..core.api import GROUP, PLURAL, VERSION
-from ..core.model import Binding, InvalidSpec
+from ..core.api import GROUP, PLURAL, SET_PLURAL, VERSION
+from ..core.model import Binding, InvalidSpec, ProfileRef
 from ..core.policy import Denied
 from ..core.policybook import PolicyBook
 
 WEBHOOK_ID = "tenancy"  # kopf serves the handler at https://HOST:PORT/tenancy
+SET_WEBHOOK_ID = "tenancy-sets"  # and the sets' at https://HOST:PORT/tenancy-sets
 
 
 def needs_review(operation: str | None, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
@@ -43,7 +44,23 @@ def rejection(body: Mapping[str, Any], book: PolicyBook, default_region: str) ->
         desired = binding.desired(default_region)
     except InvalidSpec:
         return None
-    verdict = book.evaluate(binding.namespace, desired.profile, desired.target.region)
+    return _denial(book.evaluate(binding.namespace, desired.profile, desired.target.region))
+
+
+def set_rejection(body: Mapping[str, Any], book: PolicyBook, default_region: str) -> str | None:
+    """As ``rejection``, for an InstanceProfileBindingSet: its profile in its region must be
+    allowed in its namespace (each child is judged again, with its instance's tags, at reconcile)."""
+    spec = body.get("spec") or {}
+    profile = spec.get("iamInstanceProfile") or {}
+    try:
+        wanted = ProfileRef(arn=profile.get("arn"), name=profile.get("name"))
+    except InvalidSpec:
+        return None
+    namespace = (body.get("metadata") or {}).get("namespace", "")
+    return _denial(book.evaluate(namespace, wanted, spec.get("region") or default_region))
+
+
+def _denial(verdict: object) -> str | None:
     return f"denied by InstanceProfilePolicy: {verdict.message}" if isinstance(verdict, Denied) else None
 
 
@@ -55,16 +72,20 @@ def webhook_server(address: str, certfile: str, keyfile: str) -> kopf.WebhookSer
 
 def register_admission(registry: kopf.OperatorRegistry, book_provider: Callable[[], PolicyBook | None],
                        default_region: str) -> None:
-    """Register the validating handler; ``book_provider`` returns None until the book is filled
+    """Register the validating handlers of bindings and sets; ``book_provider`` returns None until the book is filled
     (bindings are admitted meanwhile). Configure ``settings.admission.server`` with
     ``webhook_server`` and leave ``settings.admission.managed`` unset."""
 
-    @kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_ID, registry=registry, operations=["CREATE", "UPDATE"],
-                      side_effects=False)
-    async def validate(body: kopf.Body, old: kopf.BodyEssence | None, operation: str | None, **_: Any) -> None:
-        book = book_provider()
-        if book is None or not needs_review(operation, body, old):
-            return
-        message = rejection(body, book, default_region)
-        if message is not None:
-            raise kopf.AdmissionError(message, code=403)
+    def register(plural: str, handler_id: str, judge: Callable[[Mapping[str, Any], PolicyBook, str], str | None]) -> None:
+        @kopf.on.validate(GROUP, VERSION, plural, id=handler_id, registry=registry, operations=["CREATE", "UPDATE"],
+                          side_effects=False)
+        async def validate(body: kopf.Body, old: kopf.BodyEssence | None, operation: str | None, **_: Any) -> None:
+            book = book_provider()
+            if book is None or not needs_review(operation, body, old):
+                return
+            message = judge(body, book, default_region)
+            if message is not None:
+                raise kopf.AdmissionError(message, code=403)
+
+    register(PLURAL, WEBHOOK_ID, rejection)
+    register(SET_PLURAL, SET_WEBHOOK_ID, set_rejection)
