@@ -16,50 +16,34 @@ from ..kube.admission import SET_WEBHOOK_ID, WEBHOOK_ID
 
 NAME = "instance-profile-operator"
 
-TEMPLATE = string.Template(f"""\
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: {NAME}
-webhooks:
-  - name: {WEBHOOK_ID}.{PLURAL}.{GROUP}
-    admissionReviewVersions: [v1]
-    sideEffects: None           # the webhook only reads (policies, instance tags)
-    failurePolicy: $failure_policy
-    timeoutSeconds: 5
-    matchPolicy: Equivalent
-    clientConfig:
-      url: $url
-      caBundle: $ca_bundle
-    rules:
-      - apiGroups: [{GROUP}]
-        apiVersions: [{VERSION}]
-        operations: [CREATE, UPDATE]
-        resources: [{PLURAL}]
-        scope: Namespaced
-  - name: {SET_WEBHOOK_ID}.{SET_PLURAL}.{GROUP}
-    admissionReviewVersions: [v1]
-    sideEffects: None           # the webhook only reads (policies, instance tags)
-    failurePolicy: $failure_policy
-    timeoutSeconds: 5
-    matchPolicy: Equivalent
-    clientConfig:
-      url: $set_url
-      caBundle: $ca_bundle
-    rules:
-      - apiGroups: [{GROUP}]
-        apiVersions: [{VERSION}]
-        operations: [CREATE, UPDATE]
-        resources: [{SET_PLURAL}]
-        scope: Namespaced
+WEBHOOK = string.Template(f"""\
+name: $handler.$plural.{GROUP}
+admissionReviewVersions: [v1]
+sideEffects: None           # the webhook only reads (policies, instance tags)
+failurePolicy: $failure_policy
+timeoutSeconds: 5
+matchPolicy: Equivalent
+clientConfig:
+  url: $url
+  caBundle: $ca_bundle
+rules:
+  - apiGroups: [{GROUP}]
+    apiVersions: [{VERSION}]
+    operations: [CREATE, UPDATE]
+    resources: [$plural]
+    scope: Namespaced
 """)
+HANDLERS = ((WEBHOOK_ID, PLURAL), (SET_WEBHOOK_ID, SET_PLURAL))  # bindings', sets'
 
 
 def configuration(address: str, ca_cert: Path, failure_policy: str = "Fail") -> dict:
     """The configuration for a webhook served at ``address`` (HOST:PORT) with a certificate
     signed by ``ca_cert``. The development environment fails closed, so a broken webhook shows."""
-    text = TEMPLATE.substitute(
-        url=f"https://{address}/{WEBHOOK_ID}", set_url=f"https://{address}/{SET_WEBHOOK_ID}", ca_bundle=base64.b64encode(ca_cert.read_bytes()).decode(),
-        failure_policy=failure_policy,
-    )
-    return yaml.safe_load(text)
+    ca_bundle = base64.b64encode(ca_cert.read_bytes()).decode()
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": NAME},
+        "webhooks": [yaml.safe_load(WEBHOOK.substitute(handler=handler, plural=plural, url=f"https://{address}/{handler}",
+                                                       ca_bundle=ca_bundle, failure_policy=failure_policy))
+                     for handler, plural in HANDLERS],
+    }
