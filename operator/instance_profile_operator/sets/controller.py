@@ -180,14 +180,16 @@ class SetController:
         by_instance = {c.spec.get("instanceId", ""): c for c in records}
         steps = plan(listing.instance_ids, {i: c.spec for i, c in by_instance.items()}, spec.declared)
         namespace = key[0]
-        for instance_id in steps.create:
-            await self._writer.create_binding(child_body(namespace, key[1], meta["uid"], instance_id, spec.declared))
-        for instance_id, child_spec in steps.update:
-            if not by_instance[instance_id].deleting:
-                await self._writer.patch_binding_spec(namespace, by_instance[instance_id].name, child_spec)
         released = [i for i in steps.delete if not by_instance[i].deleting]
-        for instance_id in released:
-            await self._writer.delete_binding(namespace, by_instance[instance_id].name, by_instance[instance_id].uid)
+        # at once: the writer's thread pool bounds them, and children wait for their EC2 tokens anyway
+        await asyncio.gather(
+            *(self._writer.create_binding(child_body(namespace, key[1], meta["uid"], instance_id, spec.declared))
+              for instance_id in steps.create),
+            *(self._writer.patch_binding_spec(namespace, by_instance[instance_id].name, child_spec)
+              for instance_id, child_spec in steps.update if not by_instance[instance_id].deleting),
+            *(self._writer.delete_binding(namespace, by_instance[instance_id].name, by_instance[instance_id].uid)
+              for instance_id in released),
+        )
         if steps.create:
             await self._writer.record(owner, Event(NORMAL, SetReason.INSTANCES_SELECTED, _instances(
                 "began to match the selector", steps.create)), kind=SET_KIND)
