@@ -140,6 +140,7 @@ class SetController:
             return resync
         listing = self._listings.get(key)
         if listing is None or listing.generation != generation or self._clock() - listing.at >= resync * 0.95:
+            started = self._clock()  # the next listing is due a resync interval after this one began
             try:
                 with on_behalf_of(key[0]):
                     found = await self._gateway.instances_tagged(spec.region, spec.tags, account.key)
@@ -152,7 +153,7 @@ class SetController:
                 await self._show(owner, body, report, _counts(len(listing.instance_ids) if listing else 0), spec.region,
                                  Event(WARNING, policy.reason, report.message))
                 return min(backoff(attempts - 1, self._settings.retry_base_seconds, self._settings.retry_max_seconds), resync)
-            listing = self._listings[key] = Listing(generation, tuple(found), self._clock())
+            listing = self._listings[key] = Listing(generation, tuple(found), started)
             self._failures.pop(key, None)
         await self._converge(key, meta, owner, spec, listing)
         children = self._children(key, meta["uid"], listing.instance_ids)
