@@ -14,12 +14,14 @@ import kubernetes
 from . import __version__
 from .aws.accounts import RefreshFailureLog
 from .handlers import QuietWatchLog, SayOnce, build_registry
-from .kube import leader
+from .kube import admission, leader
+from .kube.bookwatch import BookWatch
 from .kube.writer import KubeConfigMissing, check_kube_config, load_api_client
 from .runtime import memory, metrics
 from .settings import Settings, SettingsError, add_arguments, boolean, from_arguments, from_env
 
 PROG = "instance-profile-operator"
+log = logging.getLogger(__name__)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,6 +50,7 @@ async def run_operator(settings: Settings) -> None:
     collected = metrics.Metrics()
     server = await metrics.serve(collected, settings.metrics_address) if settings.metrics_address else None
     registry = build_registry(settings, collected)
+    admitting = asyncio.create_task(serve_admission(settings), name="admission") if settings.serves_admission else None
 
     async def operate() -> None:
         await kopf.operator(
@@ -68,8 +71,25 @@ async def run_operator(settings: Settings) -> None:
             collected.leading(True)  # the only replica: it always reconciles
             await operate()
     finally:
+        if admitting is not None:
+            admitting.cancel()
         if server is not None:
             await server.cleanup()
+
+
+async def serve_admission(settings: Settings) -> None:
+    """The admission webhook, on every replica (leader or standby), from a policy book of its own."""
+    watch = BookWatch(load_api_client())
+    watch.start()
+    try:
+        await admission.serve_admission(
+            admission.webhook_server(settings.webhook_address, settings.webhook_cert_file, settings.webhook_key_file),  # type: ignore[arg-type]
+            lambda: watch.book_if_known, settings.region)
+    except Exception:
+        log.exception("the admission webhook stopped; this replica serves no admission")
+        raise
+    finally:
+        watch.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
