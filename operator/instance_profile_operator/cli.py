@@ -45,12 +45,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run_operator(settings: Settings) -> None:
-    """Serve metrics, then run kopf: at once, or once elected when leader election is on."""
+    """Serve metrics (and readiness) and admission, then run kopf: at once, or once elected when leader election is on."""
     kubernetes.client.CoreV1Api  # noqa: B018 -- loads the client's largest module (1-2 s) now, not at a takeover
     collected = metrics.Metrics()
-    server = await metrics.serve(collected, settings.metrics_address) if settings.metrics_address else None
+    watch = BookWatch(load_api_client()) if settings.serves_admission else None
+    admitting = asyncio.create_task(serve_admission(settings, watch), name="admission") if watch else None
+
+    def ready() -> bool:
+        """Whether this replica answers what Services send it: /metrics, and admission once its book is listed."""
+        return admitting is None or (watch.book_if_known is not None and not admitting.done())  # type: ignore[union-attr]
+
+    server = await metrics.serve(collected, settings.metrics_address, ready) if settings.metrics_address else None
     registry = build_registry(settings, collected)
-    admitting = asyncio.create_task(serve_admission(settings), name="admission") if settings.serves_admission else None
 
     async def operate() -> None:
         await kopf.operator(
@@ -77,9 +83,8 @@ async def run_operator(settings: Settings) -> None:
             await server.cleanup()
 
 
-async def serve_admission(settings: Settings) -> None:
-    """The admission webhook, on every replica (leader or standby), from a policy book of its own."""
-    watch = BookWatch(load_api_client())
+async def serve_admission(settings: Settings, watch: BookWatch) -> None:
+    """The admission webhook, on every replica (leader or standby), from the policy book ``watch`` keeps."""
     watch.start()
     try:
         await admission.serve_admission(

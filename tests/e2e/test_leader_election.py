@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -145,5 +146,7 @@ def test_the_standby_serves_admission_and_stays_otherwise_idle(
         assert allowed.returncode == 0, allowed.stderr
         assert_idle(second)
         assert not leading(second)
+        with urllib.request.urlopen(f"http://127.0.0.1:{second.metrics_port}/readyz", timeout=2) as response:
+            assert response.status == 200  # ready: it answers what the webhook Service sends it
     finally:
         kubectl(devenv, "delete", "validatingwebhookconfiguration", webhook.NAME, "--ignore-not-found")

@@ -31,11 +31,12 @@ def ready(pod: dict) -> bool:
 
 def test_helm_install_runs_two_ready_replicas_one_leads_and_a_binding_goes_ready(node_env: NodeEnv):
     repository, tag = load_image(node_env).rsplit(":", 1)
+    endpoint = exported(node_env)["IPO_IN_CLUSTER_AWS_ENDPOINT_URL"]
     keys = [{"name": name, "value": "testing"} for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
     done = helm(node_env, "install", "ipo", str(CHART), "--namespace", NAMESPACE, "--create-namespace",
                 "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
                 "--set", f"aws.region={node_env.endpoints.region}",
-                "--set", f"aws.endpoint_url={exported(node_env)['IPO_IN_CLUSTER_AWS_ENDPOINT_URL']}",
+                "--set", f"aws.endpoints.ec2={endpoint}", "--set", f"aws.endpoints.sts={endpoint}",
                 "--set-json", f"deployment.extraEnvVars={json.dumps(keys)}",
                 "--wait", "--timeout=3m")
     assert done.returncode == 0, done.stderr + kubectl(node_env.endpoints, "describe", "pods", "-n", NAMESPACE).stdout
@@ -51,3 +52,8 @@ def test_helm_install_runs_two_ready_replicas_one_leads_and_a_binding_goes_ready
     assert wait_for(holder, 60, "a replica to hold the Lease") in names
     kubectl(node_env.endpoints, "apply", "-n", "default", "-f", str(REPO / "examples" / "web-1.yaml"))
     kubectl(node_env.endpoints, "wait", "-n", "default", "--for=condition=Ready", "ipb/web-1", "--timeout=90s")
+
+    # the metrics Service answers (the API server's service proxy reaches it through its endpoints)
+    metrics = kubectl(node_env.endpoints, "get", "--raw",
+                      f"/api/v1/namespaces/{NAMESPACE}/services/ipo-instance-profile-operator-metrics:metrics/proxy/metrics")
+    assert "leader_election_master_status" in metrics.stdout
