@@ -1,12 +1,13 @@
 # make test   — set up what is missing, then run every test (unit, API, end to end)
 # make demo   — the main job: local control plane + EC2 endpoint, CRD, operator, examples/
 # make image  — the operator's image, built with buildah on a small Debian base (cached)
+# make cluster-demo — the chart on a real dev node (root): two replicas, examples/ Ready
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup controlplane test unit demo up down bench bench-scale bench-fleet bench-fairness image clean
+.PHONY: setup controlplane test unit demo cluster-demo up down bench bench-scale bench-fleet bench-fairness image clean
 
 setup: $(STAMP) controlplane
 
@@ -29,6 +30,9 @@ unit: $(STAMP)
 
 demo: setup
 	$(BIN)/python -m instance_profile_operator.devenv demo
+
+cluster-demo: setup
+	$(BIN)/python -m instance_profile_operator.devenv.clusterdemo --dir .devenv-node
 
 up: setup
 	$(BIN)/python -m instance_profile_operator.devenv up --dir .devenv

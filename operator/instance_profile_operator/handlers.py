@@ -21,7 +21,6 @@ from .bindings.finalizer import RetryLater
 from .bindings.uninstall import Uninstaller
 from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
 from .core.tenancy import Tenancy
-from .kube.admission import register_admission, webhook_server
 from .kube.writer import KubeWriter, load_api_client
 from .runtime.metrics import Metrics
 from .settings import Settings
@@ -88,8 +87,6 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
     @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        if config.webhook_address and config.enforcing:
-            settings.admission.server = webhook_server(config.webhook_address, config.webhook_cert_file, config.webhook_key_file)
         writer = KubeWriter(load_api_client())
         tenancy = Tenancy(config.enforcing)
         if config.enforcing:  # know every policy and namespace before the first binding is judged
@@ -128,9 +125,6 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         @kopf.on.event("", "v1", "namespaces", id="namespace", registry=registry)
         async def namespace_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
             holder["controller"].requeue_namespaces(holder["tenancy"].book.on_namespace(type, body))
-
-        if config.webhook_address:
-            register_admission(registry, lambda: holder["tenancy"].book if "tenancy" in holder else None, config.region)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from instance_profile_operator.devenv import gotools
+from instance_profile_operator.devenv import webhook as devenv_webhook
 
 from ..support.kube import REPO, kubectl
 
@@ -244,6 +245,10 @@ def test_webhook_certificate_serves_the_webhook_service(helm, tmp_path):
     assert f"{service['metadata']['name']}.{namespace}.svc" in certificate["spec"]["dnsNames"]
     assert webhook["clientConfig"]["service"]["name"] == service["metadata"]["name"]
     assert webhook["failurePolicy"] == "Fail" and webhook["rules"][0]["resources"] == ["instanceprofilebindings"]
+    # the matchConditions the integration tests prove (metadata-only updates never reach the webhook)
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text("CA")
+    assert webhook["matchConditions"] == devenv_webhook.configuration("127.0.0.1:1", ca_file)["webhooks"][0]["matchConditions"]
     pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "webhook-tls"]
     assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]

@@ -205,6 +205,20 @@ async def test_served_from_the_event_loop_in_the_text_format():
     assert f'leader_election_master_status{{name="{LEASE}"}} 1.0' in text.splitlines()
 
 
+async def test_readiness_follows_what_the_replica_can_answer():
+    port, answering = free_port(), {"admission": False}
+    runner = await serve(Metrics(), f"127.0.0.1:{port}", lambda: answering["admission"])
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 503
+            answering["admission"] = True
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+
+
 async def test_gateway_counts_each_request_by_outcome():
     metrics = Metrics()
     session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")

@@ -10,7 +10,7 @@ keeps) are read from the controller at scrape time, inside the event loop that o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import prometheus_client
 from aiohttp import web
@@ -184,15 +184,20 @@ class Metrics:
         return prometheus_client.generate_latest(self.registry)
 
 
-async def serve(metrics: Metrics, address: str) -> web.AppRunner:
-    """Serve ``/metrics`` on ``host:port`` inside the running event loop; return the runner to clean up."""
+async def serve(metrics: Metrics, address: str, ready: Callable[[], bool] = lambda: True) -> web.AppRunner:
+    """Serve ``/metrics`` and ``/readyz`` (200 when ``ready()``, else 503) on ``host:port`` inside the
+    running event loop; return the runner to clean up. A standby is ready too: it serves both."""
     host, _, port = address.rpartition(":")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ok") if ready() else web.Response(status=503, text="admission not ready")
 
     async def scrape(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/metrics", scrape)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
