@@ -103,7 +103,7 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         holder["tenancy"] = tenancy
         holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics)
         metrics.attach(controller)
-        holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)
+        holder["uninstaller"] = Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all)
         await controller.start()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
