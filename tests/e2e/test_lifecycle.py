@@ -138,6 +138,23 @@ def test_deleting_disassociates_promptly(operator, bindings, ec2, new_instance):
     print(f"deletion took {elapsed:.2f} s")
 
 
+def test_a_binding_being_deleted_reads_deleting_not_ready_in_kubectl(devenv, operator, proxy, bindings, new_instance):
+    """kstatus: an object being deleted is Terminating, whatever it was before."""
+    bindings.create(manifest("leaving", new_instance()))
+    wait_for(lambda: bindings.is_ready("leaving"), what="Ready")
+    proxy.fail("DisassociateIamInstanceProfile", "RequestLimitExceeded", "Request limit exceeded.", status=503, times=None)
+    try:
+        bindings.delete("leaving")
+        columns = wait_for(lambda: (row := kubectl(devenv, "get", "ipb", "leaving", "-n", bindings.namespace,
+                                                   "--no-headers", check=False).stdout.split()) and "Deleting" in row and row,
+                           what="kubectl to show the binding Deleting")
+        assert columns[6:8] == ["False", "Deleting"], columns
+        assert "removing association" in bindings.condition("leaving")["message"]
+    finally:
+        proxy.clear()
+    wait_for(lambda: bindings.get("leaving") is None, what="the binding deleted once EC2 answers")
+
+
 def test_retain_leaves_the_association(operator, bindings, ec2, new_instance):
     instance_id = new_instance()
     bindings.create(manifest("keep", instance_id, deletionPolicy="Retain"))

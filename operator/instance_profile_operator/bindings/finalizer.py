@@ -74,6 +74,11 @@ class Finalizer:
                         f"deletionPolicy Retain: left association {record.association_id}")))
                 log.info("%s: finalized (deletionPolicy is Retain)", binding.ref)
                 return
+            if records and not retry:  # kubectl shows it going, not Ready (kstatus: Terminating)
+                removing = ", ".join(record.association_id for record in records)
+                await self._publish(current, records[0].region, Report(
+                    Reason.DELETING, f"binding deleted: removing association {removing}", reconciling=True,
+                    association_known=False))
             for record in records:
                 await self._remove(current, record, retry)
         log.info("%s: finalized (%s)", binding.ref, f"{len(records)} recorded association(s) handled" if records else "nothing recorded")
