@@ -54,6 +54,8 @@ EVERY_OPTION: dict[str, Any] = {
     "metrics": {"port": 9090, "service": {"create": True, "type": "ClusterIP"}},
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kube-prometheus-stack"}},
     "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"release": "kube-prometheus-stack"},
+                         "annotations": {"grafana_folder": "Operators"}},
     "webhook": {"enabled": True, "failurePolicy": "Fail", "certManager": {"enabled": True}},
 }
 
@@ -315,3 +317,13 @@ def test_kustomize_bakes_in_no_region_and_the_documented_overlay_sets_it(devenv,
     assert env["IPO_REGION"] == "eu-west-1"
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(".amazonaws.com/instance-profile-operator:0.1.0")
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/instance-profile-operator")
+
+
+def test_the_grafana_dashboard_is_a_configmap_the_sidecar_discovers(helm, tmp_path):
+    assert not [d for d in render(helm, tmp_path, {}) if d["kind"] == "ConfigMap"]  # off by default
+    [config_map] = [d for d in render(helm, tmp_path, EVERY_OPTION) if d["kind"] == "ConfigMap"]
+    meta = config_map["metadata"]
+    assert meta["labels"]["grafana_dashboard"] == "1" and meta["labels"]["release"] == "kube-prometheus-stack"
+    assert (meta["namespace"], meta["annotations"]) == ("monitoring", {"grafana_folder": "Operators"})
+    [(name, text)] = config_map["data"].items()
+    assert name.endswith(".json") and json.loads(text) == json.loads((CHART / "files" / "dashboard.json").read_text())
