@@ -1,12 +1,13 @@
 # make test   — set up what is missing, then run every test (unit, API, end to end)
 # make demo   — the main job: local control plane + EC2 endpoint, CRD, operator, examples/
+# make demo-tenancy — the demo, then docs/tenancy.md's two teams (examples/tenancy/, two accounts)
 # make image  — the operator's image, built with buildah on a small Debian base (cached)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup controlplane test unit demo up down bench bench-scale bench-fleet bench-fairness image clean
+.PHONY: setup controlplane test unit demo demo-tenancy up down bench bench-scale bench-fleet bench-fairness image clean
 
 setup: $(STAMP) controlplane
 
@@ -29,6 +30,9 @@ unit: $(STAMP)
 
 demo: setup
 	$(BIN)/python -m instance_profile_operator.devenv demo
+
+demo-tenancy: setup
+	$(BIN)/python -m instance_profile_operator.devenv demo --tenancy
 
 up: setup
 	$(BIN)/python -m instance_profile_operator.devenv up --dir .devenv

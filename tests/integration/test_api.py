@@ -230,6 +230,6 @@ def test_kubectl_get_shows_the_columns(devenv, bindings: Bindings):
 
 
 def test_examples_are_valid(devenv, namespace):
-    for path in sorted((REPO / "examples").rglob("*.yaml")):
+    for path in sorted(p for p in (REPO / "examples").rglob("*.yaml") if "tenancy" not in p.parts):  # its own test
         done = kubectl(devenv, "apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
         assert done.returncode == 0, f"{path.name}: {done.stderr}"
