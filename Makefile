@@ -12,15 +12,20 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP) controlplane
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "==> setup 1/2: a virtualenv in $(VENV), the pinned packages of constraints.txt (once per checkout)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "    installing $$(grep -c '==' constraints.txt) pinned packages with pip (quiet: it prints only errors)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # Builds kube-apiserver, kubectl, etcd and kube-controller-manager, the dev node's kubelet,
 # kube-scheduler and containerd, and helm, once per machine, into ~/.cache/instance-profile-operator.
 controlplane: $(STAMP)
-	nice -n 10 $(BIN)/python -m instance_profile_operator.devenv build --node
-	nice -n 10 $(BIN)/python -m instance_profile_operator.devenv.gotools helm
+	@echo "==> setup 2/2: kube-apiserver, kubectl, etcd, kube-controller-manager, the node's binaries and helm,"
+	@echo "    compiled once per machine into ~/.cache/instance-profile-operator (cold: minutes, each build shown; cached: seconds)"
+	@nice -n 10 $(BIN)/python -m instance_profile_operator.devenv build --node
+	@nice -n 10 $(BIN)/python -m instance_profile_operator.devenv.gotools helm
+	@echo "==> setup done"
 
 test: setup
 	$(BIN)/python -m pytest
