@@ -14,8 +14,8 @@ setup: $(STAMP) controlplane
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> setup 1/2: a virtualenv in $(VENV), the pinned packages of constraints.txt (once per checkout)"
 	$(PYTHON) -m venv $(VENV)
-	@echo "    installing $$(grep -c '==' constraints.txt) pinned packages with pip (quiet: it prints only errors)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@echo "    installing $$(grep -c '==' constraints.txt) pinned packages with pip, each named as it is collected"
+	$(BIN)/pip install --progress-bar off --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # Builds kube-apiserver, kubectl, etcd and kube-controller-manager, the dev node's kubelet,
