@@ -42,9 +42,10 @@ def test_binding_becomes_ready_and_status_tells_the_truth(devenv, operator, bind
     assert bindings.event_reasons("web") == ["Associated"]
     assert mutations(operator) == {"associate_iam_instance_profile": 1, "replace_iam_instance_profile_association": 0,
                                    "disassociate_iam_instance_profile": 0}
+    assert status["account"] == WEB_ARN.split(":")[4]  # the profile's account: the operator's own
     rows = [line.split() for line in kubectl(devenv, "get", "ipb", "-A").stdout.splitlines()]
-    assert [bindings.namespace, "web", instance_id, "web-server", "web-server", "associated", association["AssociationId"],
-            "True"] in [row[:8] for row in rows]
+    assert [bindings.namespace, "web", instance_id, status["account"], "web-server", "web-server", "associated",
+            "True", "Associated"] in [row[:9] for row in rows]
 
 
 def test_same_profile_already_associated_is_adopted_without_a_mutating_call(operator, bindings, ec2, new_instance):
