@@ -54,7 +54,7 @@ EVERY_OPTION: dict[str, Any] = {
     "metrics": {"port": 9090, "service": {"create": True, "type": "ClusterIP"}},
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kube-prometheus-stack"}},
     "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
-    "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"release": "kube-prometheus-stack"},
+    "grafanaDashboard": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
                          "annotations": {"grafana_folder": "Operators"}},
     "webhook": {"enabled": True, "failurePolicy": "Fail", "certManager": {"enabled": True}},
 }
@@ -324,6 +324,9 @@ def test_the_grafana_dashboard_is_a_configmap_the_sidecar_discovers(helm, tmp_pa
     [config_map] = [d for d in render(helm, tmp_path, EVERY_OPTION) if d["kind"] == "ConfigMap"]
     meta = config_map["metadata"]
     assert meta["labels"]["grafana_dashboard"] == "1" and meta["labels"]["release"] == "kube-prometheus-stack"
-    assert (meta["namespace"], meta["annotations"]) == ("monitoring", {"grafana_folder": "Operators"})
+    assert (meta["namespace"], meta["annotations"]) == ("ipo-system", {"grafana_folder": "Operators"})
+    elsewhere = {**EVERY_OPTION, "grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}
+    [moved] = [d for d in render(helm, tmp_path, elsewhere) if d["kind"] == "ConfigMap"]
+    assert moved["metadata"]["namespace"] == "monitoring"  # where the sidecar's searchNamespace looks
     [(name, text)] = config_map["data"].items()
     assert name.endswith(".json") and json.loads(text) == json.loads((CHART / "files" / "dashboard.json").read_text())
