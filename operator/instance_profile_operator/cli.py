@@ -13,7 +13,7 @@ import kubernetes
 
 from . import __version__
 from .aws.accounts import RefreshFailureLog
-from .handlers import QuietWatchLog, SayOnce, build_registry
+from .handlers import NoErrorThatIsNone, QuietWatchLog, SayOnce, build_registry
 from .kube import admission, leader
 from .kube.bookwatch import BookWatch
 from .kube.writer import KubeConfigMissing, check_kube_config, load_api_client
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(QuietWatchLog())
     logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
+    for handler in logging.getLogger().handlers:  # kopf's: whichever logger kopf passes down
+        handler.addFilter(NoErrorThatIsNone())
     logging.getLogger("botocore.credentials").addFilter(RefreshFailureLog())
     asyncio.run(run_operator(settings))
     return 0

@@ -51,6 +51,26 @@ class SayOnce(logging.Filter):
         return not repeated
 
 
+class NoErrorThatIsNone(logging.Filter):
+    """Two of kopf's ERROR lines report no error: a 429 it retries (at every start, the API server
+    answers "storage is (re)initializing" until its watch cache is ready), and an admission webhook's
+    refusal (a request refused as designed, the requester told why). They are logged at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR:
+            message = record.getMessage()
+            if "failed; will retry" in message and "APITooManyRequestsError" in message:
+                self._lower(record, message)
+            elif message.startswith("Webhook ") and " failed permanently: " in message:
+                self._lower(record, message.replace(" failed permanently: ", " refused the request: ", 1))
+        return True
+
+    @staticmethod
+    def _lower(record: logging.LogRecord, message: str) -> None:
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg, record.args = message, ()
+
+
 class NoDiffBase(kopf.DiffBaseStorage):
     """Keeps no last-handled state: with no creation, update or resume handlers (the watch feeds
     the controller, which compares for itself), kopf has no change to detect, and a binding is
@@ -100,7 +120,7 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         holder["tenancy"] = tenancy
         holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics)
         metrics.attach(controller)
-        holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)
+        holder["uninstaller"] = Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all)
         await controller.start()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
