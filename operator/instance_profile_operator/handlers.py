@@ -52,17 +52,14 @@ class SayOnce(logging.Filter):
 
 
 class NoErrorThatIsNone(logging.Filter):
-    """Two of kopf's ERROR lines report no error: a 429 it retries (at every start, the API server
-    answers "storage is (re)initializing" until its watch cache is ready), and an admission webhook's
-    refusal (a request refused as designed, the requester told why). They are logged at INFO."""
+    """One of kopf's ERROR lines reports no error: a 429 it retries (at every start, the API server
+    answers "storage is (re)initializing" until its watch cache is ready). It is logged at INFO."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.ERROR:
             message = record.getMessage()
             if "failed; will retry" in message and "APITooManyRequestsError" in message:
                 self._lower(record, message)
-            elif message.startswith("Webhook ") and " failed permanently: " in message:
-                self._lower(record, message.replace(" failed permanently: ", " refused the request: ", 1))
         return True
 
     @staticmethod

@@ -16,6 +16,7 @@ import boto3
 import pytest
 import yaml
 
+from instance_profile_operator.core.api import GROUP, VERSION
 from instance_profile_operator.devenv import gotools, pki
 
 from ..support.kube import REPO, kubectl, manifest
@@ -214,6 +215,28 @@ def test_irsa_in_the_pod_a_projected_token_and_no_static_keys(node_env: NodeEnv,
     binding_ready(node_env, "with-irsa")
     leader_metrics = metrics_of(node_env, holder(node_env))
     assert 'operation="associate_iam_instance_profile",outcome="ok"' in leader_metrics
+
+
+def test_a_deleted_namespaces_bindings_follow_their_deletion_policy(node_env: NodeEnv, ec2, new_instance):
+    """kube-controller-manager's namespace controller deletes the namespace's bindings; each one's
+    finalizer does what its deletionPolicy says before the namespace is gone."""
+    leaving = "leaving"
+    kubectl(node_env.endpoints, "create", "namespace", leaving)
+    policy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InstanceProfilePolicy", "metadata": {"name": "allow-leaving"},
+              "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": leaving}},
+                       "instanceProfiles": [{"name": "web-server"}]}}
+    kubectl(node_env.endpoints, "apply", "-f", "-", input=yaml.safe_dump(policy))
+    removed, kept = new_instance(), new_instance()
+    for name, instance_id, deletion in (("removed", removed, "Delete"), ("kept", kept, "Retain")):
+        body = yaml.safe_dump(manifest(name, instance_id, {"name": "web-server"}, deletionPolicy=deletion))
+        wait_for(lambda: kubectl(node_env.endpoints, "apply", "-n", leaving, "-f", "-", input=body, check=False).returncode == 0,
+                 60, f"the webhook to admit {name} (its book sees the new policy)")
+    kubectl(node_env.endpoints, "wait", "-n", leaving, "--for=condition=Ready", "ipb", "--all", "--timeout=90s")
+    assert len(associations(ec2, removed)) == 1 and len(associations(ec2, kept)) == 1
+    kubectl(node_env.endpoints, "delete", "namespace", leaving, "--timeout=180s")  # waits until it is gone
+    assert associations(ec2, removed) == []
+    assert len(associations(ec2, kept)) == 1
+    kubectl(node_env.endpoints, "delete", "ipp", "allow-leaving")
 
 
 def test_uninstall_as_the_readme_says_keeps_every_association(node_env: NodeEnv, ec2):

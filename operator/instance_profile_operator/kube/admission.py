@@ -15,6 +15,7 @@ kopf's operator), from a policy book of its own (kube/bookwatch.py): admission n
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping
 
 import kopf
@@ -24,6 +25,7 @@ from ..core.policy import Denied
 from ..core.policybook import PolicyBook
 
 WEBHOOK_ID = "tenancy"  # kopf serves the handler at https://HOST:PORT/tenancy
+log = logging.getLogger(__name__)
 
 
 def needs_review(operation: str | None, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
@@ -60,7 +62,10 @@ async def serve_admission(server: kopf.WebhookServer, book_provider: Callable[[]
     ``book_provider`` returns None until the book is filled (bindings are admitted meanwhile)."""
 
     async def respond(request: Mapping[str, Any], **_: Any) -> dict[str, Any]:
-        return review(request, book_provider(), default_region)
+        answer = review(request, book_provider(), default_region)
+        if not answer["response"]["allowed"]:  # the webhook working as designed, not failing
+            log.info("Webhook %r refused the request: %s", WEBHOOK_ID, answer["response"]["status"]["message"])
+        return answer
 
     async for _ in server(respond):  # type: ignore[arg-type]
         pass
