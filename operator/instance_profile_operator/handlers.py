@@ -21,7 +21,6 @@ from .bindings.finalizer import RetryLater
 from .bindings.uninstall import Uninstaller
 from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, SET_LABEL, SET_PLURAL, VERSION
 from .core.tenancy import Tenancy
-from .kube.admission import register_admission, webhook_server
 from .kube.writer import KubeWriter, load_api_client
 from .runtime.metrics import Metrics
 from .sets.controller import SetController
@@ -52,6 +51,23 @@ class SayOnce(logging.Filter):
         repeated = message == self._last
         self._last = message
         return not repeated
+
+
+class NoErrorThatIsNone(logging.Filter):
+    """One of kopf's ERROR lines reports no error: a 429 it retries (at every start, the API server
+    answers "storage is (re)initializing" until its watch cache is ready). It is logged at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR:
+            message = record.getMessage()
+            if "failed; will retry" in message and "APITooManyRequestsError" in message:
+                self._lower(record, message)
+        return True
+
+    @staticmethod
+    def _lower(record: logging.LogRecord, message: str) -> None:
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg, record.args = message, ()
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -90,8 +106,6 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
     @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        if config.webhook_address and config.enforcing:
-            settings.admission.server = webhook_server(config.webhook_address, config.webhook_cert_file, config.webhook_key_file)
         writer = KubeWriter(load_api_client())
         tenancy = Tenancy(config.enforcing)
         if config.enforcing:  # know every policy and namespace before the first binding is judged
@@ -107,7 +121,7 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         metrics.attach(controller)
         holder["sets"] = SetController(config, gateway, writer, tenancy)
         await holder["sets"].start()
-        holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)
+        holder["uninstaller"] = Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all)
         await controller.start()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
@@ -137,9 +151,6 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
             namespaces = holder["tenancy"].book.on_namespace(type, body)
             holder["controller"].requeue_namespaces(namespaces)
             holder["sets"].requeue_namespaces(namespaces)
-
-        if config.webhook_address:
-            register_admission(registry, lambda: holder["tenancy"].book if "tenancy" in holder else None, config.region)
 
     # InstanceProfileBindingSets: the sets, and their children (bindings labelled with a set's name).
     @kopf.on.event(GROUP, VERSION, SET_PLURAL, id=SET_HANDLER, registry=registry)

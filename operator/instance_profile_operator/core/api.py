@@ -40,6 +40,7 @@ class Reason:
     POLICY_DENIED = "PolicyDenied"
     INTERNAL_ERROR = "InternalError"
     RELEASED = "Released"
+    DELETING = "Deleting"
     ANNOTATION_IGNORED = "AnnotationIgnored"
 
 # InstanceProfileBindingSet: a fleet's bindings, one per instance its tag selector matches.

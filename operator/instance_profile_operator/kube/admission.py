@@ -1,4 +1,4 @@
-"""Admission: reject a binding that no policy allows when it is applied, with the reason.
+"""Admission: reject a binding or a set that no policy allows when it is applied, with the reason.
 
 A convenience, not the guarantee: the reconcile-time check holds when the webhook is down or
 skipped (failurePolicy Ignore), and for bindings whose policy changes later. So the webhook
@@ -9,22 +9,24 @@ its port cannot make the operator spend its EC2 budget nor learn an instance's t
 tags are checked at reconcile time, before any change (docs/tenancy.md). Deleting bindings and
 updates that leave the spec alone (finalizers, annotations) are always admitted, so a binding
 that lost its policy can still be cleaned up. The webhook configuration is installed by whoever
-installs the operator (docs/tenancy.md); the operator serves it with kopf's WebhookServer.
+installs the operator (docs/tenancy.md). Every replica serves it (kopf's WebhookServer, outside
+kopf's operator), from a policy book of its own (kube/bookwatch.py): admission needs no leadership.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping
 
 import kopf
 
-from ..core.api import GROUP, PLURAL, SET_PLURAL, VERSION
 from ..core.model import Binding, InvalidSpec, ProfileRef
 from ..core.policy import Denied
 from ..core.policybook import PolicyBook
 
 WEBHOOK_ID = "tenancy"  # kopf serves the handler at https://HOST:PORT/tenancy
 SET_WEBHOOK_ID = "tenancy-sets"  # and the sets' at https://HOST:PORT/tenancy-sets
+log = logging.getLogger(__name__)
 
 
 def needs_review(operation: str | None, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
@@ -70,22 +72,38 @@ def webhook_server(address: str, certfile: str, keyfile: str) -> kopf.WebhookSer
     return kopf.WebhookServer(addr=host or None, port=int(port), host=host or None, certfile=certfile, pkeyfile=keyfile)
 
 
-def register_admission(registry: kopf.OperatorRegistry, book_provider: Callable[[], PolicyBook | None],
-                       default_region: str) -> None:
-    """Register the validating handlers of bindings and sets; ``book_provider`` returns None until the book is filled
-    (bindings are admitted meanwhile). Configure ``settings.admission.server`` with
-    ``webhook_server`` and leave ``settings.admission.managed`` unset."""
+async def serve_admission(server: kopf.WebhookServer, book_provider: Callable[[], PolicyBook | None],
+                          default_region: str) -> None:
+    """Serve admission reviews until cancelled, with kopf's HTTPS server (which reloads a renewed
+    certificate) and none of kopf's operator: it runs on every replica, leader or standby.
+    ``book_provider`` returns None until the book is filled (everything is admitted meanwhile)."""
 
-    def register(plural: str, handler_id: str, judge: Callable[[Mapping[str, Any], PolicyBook, str], str | None]) -> None:
-        @kopf.on.validate(GROUP, VERSION, plural, id=handler_id, registry=registry, operations=["CREATE", "UPDATE"],
-                          side_effects=False)
-        async def validate(body: kopf.Body, old: kopf.BodyEssence | None, operation: str | None, **_: Any) -> None:
-            book = book_provider()
-            if book is None or not needs_review(operation, body, old):
-                return
-            message = judge(body, book, default_region)
-            if message is not None:
-                raise kopf.AdmissionError(message, code=403)
+    async def respond(request: Mapping[str, Any], webhook: str | None = None, **_: Any) -> dict[str, Any]:
+        answer = review(request, book_provider(), default_region, webhook or "")
+        if not answer["response"]["allowed"]:  # the webhook working as designed, not failing
+            log.info("Webhook %r refused the request: %s", webhook, answer["response"]["status"]["message"])
+        return answer
 
-    register(PLURAL, WEBHOOK_ID, rejection)
-    register(SET_PLURAL, SET_WEBHOOK_ID, set_rejection)
+    async for _ in server(respond):  # type: ignore[arg-type]
+        pass
+
+
+JUDGES: dict[str, Callable[[Mapping[str, Any], PolicyBook, str], str | None]] = {
+    WEBHOOK_ID: rejection, SET_WEBHOOK_ID: set_rejection}  # by the path the configuration names
+
+
+def review(request: Mapping[str, Any], book: PolicyBook | None, default_region: str,
+           webhook: str) -> dict[str, Any]:
+    """The AdmissionReview (admission.k8s.io/v1) that answers ``request`` sent to ``/webhook``
+    (a path that serves nothing refuses, naming the paths that do: a configuration's mistake)."""
+    asked = request.get("request") or {}
+    judge = JUDGES.get(webhook)
+    message = None
+    if judge is None:
+        message = f"no admission webhook at /{webhook}; the operator serves " + ", ".join(f"/{id}" for id in JUDGES)
+    elif book is not None and needs_review(asked.get("operation"), asked.get("object") or {}, asked.get("oldObject")):
+        message = judge(asked["object"], book, default_region)
+    response: dict[str, Any] = {"uid": asked.get("uid", ""), "allowed": message is None}
+    if message is not None:
+        response["status"] = {"code": 403 if judge else 404, "message": message}
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
