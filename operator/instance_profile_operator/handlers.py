@@ -18,8 +18,8 @@ from .aws.ec2 import Ec2Gateway
 from .aws.ratelimit import RateLimiter
 from .bindings.controller import Controller
 from .bindings.finalizer import RetryLater
-from .bindings.uninstall import Uninstaller
-from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, SET_LABEL, SET_PLURAL, VERSION
+from .bindings.uninstall import SET_CHILDREN, Uninstaller
+from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, SET_CRD_NAME, SET_LABEL, SET_PLURAL, VERSION
 from .core.tenancy import Tenancy
 from .kube.writer import KubeWriter, load_api_client
 from .runtime.metrics import Metrics
@@ -121,12 +121,15 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         metrics.attach(controller)
         holder["sets"] = SetController(config, gateway, writer, tenancy)
         await holder["sets"].start()
-        holder["uninstaller"] = Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all)
+        holder["uninstallers"] = {CRD_NAME: Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all),
+                                  SET_CRD_NAME: Uninstaller(controller.finalizer.releases, config.namespaces,
+                                                            holder["sets"].forget_all, uninstalled=SET_CHILDREN)}
         await controller.start()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
-        await holder["uninstaller"].stop()
+        for uninstaller in holder["uninstallers"].values():
+            await uninstaller.stop()
         await holder["sets"].stop()
         await holder["controller"].stop()
 
@@ -135,9 +138,9 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         holder["controller"].on_event(type, body)
 
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crd", registry=registry,
-                   when=lambda name, **_: name == CRD_NAME)
-    async def crd_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-        holder["uninstaller"].on_crd_event(type, body)
+                   when=lambda name, **_: name in (CRD_NAME, SET_CRD_NAME))
+    async def crd_changed(type: str | None, body: kopf.Body, name: str, **_: Any) -> None:
+        holder["uninstallers"][name].on_crd_event(type, body)
 
     if config.enforcing:
         @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, id="policy", registry=registry)

@@ -47,6 +47,7 @@ class Reason:
 SET_PLURAL = "instanceprofilebindingsets"
 SET_KIND = "InstanceProfileBindingSet"
 SET_LABEL = f"{GROUP}/set"  # on every child binding: the name of the set that owns it
+SET_CRD_NAME = f"{SET_PLURAL}.{GROUP}"
 
 
 class SetReason:

@@ -120,23 +120,26 @@ class KubeWriter:
         listed = await self._run(self._core.list_namespace)
         return [{"metadata": {"name": ns.metadata.name, "labels": ns.metadata.labels or {}}} for ns in listed.items]
 
-    async def crd_deleting(self) -> bool:
-        """Whether the InstanceProfileBinding CRD is being deleted (an uninstall)."""
+    async def crd_deleting(self, name: str = CRD_NAME) -> bool:
+        """Whether the CRD ``name`` (the InstanceProfileBinding CRD unless told) is being deleted or
+        is gone (an uninstall)."""
         try:
-            crd = await self._run(self._extensions.read_custom_resource_definition, CRD_NAME)
+            crd = await self._run(self._extensions.read_custom_resource_definition, name)
         except ApiException as error:
             if error.status == 404:
                 return True
             raise
         return crd.metadata.deletion_timestamp is not None
 
-    async def finalized_bindings(self, namespaces: tuple[str, ...]) -> list[Binding]:
-        """Every binding, in ``namespaces`` or all, that still carries the operator's finalizer."""
+    async def finalized_bindings(self, namespaces: tuple[str, ...], label_selector: str = "") -> list[Binding]:
+        """Every binding, in ``namespaces`` or all, with labels that ``label_selector`` selects, that
+        still carries the operator's finalizer."""
         if namespaces:
             found = [item for ns in namespaces for item in (await self._run(
-                self._custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL))["items"]]
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, label_selector=label_selector))["items"]]
         else:
-            found = (await self._run(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL))["items"]
+            found = (await self._run(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
+                                     label_selector=label_selector))["items"]
         return [b for b in map(Binding.from_body, found) if b.finalized]
 
     async def remove_finalizer(self, binding: Binding) -> None:
