@@ -7,7 +7,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instance_profile_operator.core.membership import ChildSpec, child_name, plan
+from instance_profile_operator.core.api import FINALIZER, SET_LABEL
+from instance_profile_operator.core.membership import ChildSpec, child_body, child_name, controller_uid, plan
 
 WEB = ChildSpec(profile=(("name", "web"),), region=None, deletion_policy="Delete")
 instance_ids = st.from_regex(r"i-[0-9a-f]{17}", fullmatch=True)
@@ -144,3 +145,13 @@ def test_a_listing_fault_is_the_sets_report():
     fault = Report(reason="AccessDenied", message="denied", stalled=True)
     report, counts = summarize(0, [], fault)
     assert report is fault and counts["selected"] == 0
+
+
+def test_a_child_is_born_owned_labelled_and_finalized():
+    declared = ChildSpec((("name", "web"),), None, "Retain")
+    body = child_body("team-a", "web", "set-uid", "i-0123456789abcdef0", declared)
+    meta = body["metadata"]
+    assert (meta["name"], meta["namespace"]) == (child_name("web", "i-0123456789abcdef0"), "team-a")
+    assert meta["labels"] == {SET_LABEL: "web"} and controller_uid(body) == "set-uid"
+    assert meta["finalizers"] == [FINALIZER]  # reconciled on its first event, no finalizer write of kopf's to wait for
+    assert body["spec"] == declared.for_instance("i-0123456789abcdef0")

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from .api import API_VERSION, KIND, SET_KIND, SET_LABEL
+from .api import API_VERSION, FINALIZER, KIND, SET_KIND, SET_LABEL
 
 # Kubernetes object names are DNS subdomains (≤ 253) but labels are ≤ 63 characters; children
 # carry their set's name in a label value, so names are kept within 63 as well.
@@ -91,12 +91,14 @@ def _differs(actual: Mapping, wanted: Mapping) -> bool:
 
 def child_body(namespace: str, set_name: str, set_uid: str, instance_id: str, declared: ChildSpec) -> dict:
     """A new child binding: named after its set and instance, labelled with the set's name, owned
-    by the set (controller; blockOwnerDeletion so that a foreground deletion of the set waits)."""
+    by the set (controller; blockOwnerDeletion so that a foreground deletion of the set waits), and
+    finalized from birth (its reconcile need not wait for the finalizer's own write and watch event)."""
     return {
         "apiVersion": API_VERSION, "kind": KIND,
         "metadata": {
             "name": child_name(set_name, instance_id), "namespace": namespace,
             "labels": {SET_LABEL: set_name},
+            "finalizers": [FINALIZER],
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": SET_KIND, "name": set_name, "uid": set_uid,
                                  "controller": True, "blockOwnerDeletion": True}],
         },

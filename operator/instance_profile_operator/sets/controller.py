@@ -1,8 +1,8 @@
 """The set controller: ties the membership core to EC2's listing and the children's writes.
 
 Each set is reconciled from a work queue: when it changes, when one of its children changes
-(coalesced), and every resync period. EC2 is listed only when the set's spec changed or the
-resync period has passed since the last listing; a child's change re-plans against that
+(coalesced), and every resync period. EC2 is listed only when what decides membership changed
+(selector, region, account: not the profile) or the resync period has passed since the last listing began; a child's change re-plans against that
 listing (a child edited or deleted by hand is put back at once) and refreshes the status.
 """
 
@@ -39,7 +39,7 @@ LISTED_IDS_SHOWN = 5
 
 @dataclass(frozen=True)
 class Listing:
-    generation: int
+    selector: tuple  # what decides membership: tags, region, account (a profile change lists nothing again)
     instance_ids: tuple[str, ...]
     at: float
 
@@ -96,6 +96,10 @@ class SetController:
         if key is not None:
             self._queue.add(key, delay=CHILD_COALESCE_SECONDS)
 
+    def forget_all(self) -> None:
+        """Drop every set (their CRD is going away): no set makes a child until they are back."""
+        self.index.sets.clear()
+
     def requeue_namespaces(self, namespaces: set[str]) -> None:
         for key in list(self.index.sets):
             if key[0] in namespaces:
@@ -123,7 +127,6 @@ class SetController:
             self._failures.pop(key, None)
             return None
         meta = body["metadata"]
-        generation = int(meta.get("generation", 0))
         owner = Binding.from_body(body)
         resync = self._settings.resync_seconds
         try:
@@ -139,7 +142,8 @@ class SetController:
             await self._show(owner, body, report, _counts(0), spec.region, Event(WARNING, Reason.POLICY_DENIED, account.message))
             return resync
         listing = self._listings.get(key)
-        if listing is None or listing.generation != generation or self._clock() - listing.at >= resync * 0.95:
+        selector = (tuple(sorted(spec.tags.items())), spec.region, account.key)
+        if listing is None or listing.selector != selector or self._clock() - listing.at >= resync * 0.95:
             started = self._clock()  # the next listing is due a resync interval after this one began
             try:
                 with on_behalf_of(key[0]):
@@ -153,7 +157,7 @@ class SetController:
                 await self._show(owner, body, report, _counts(len(listing.instance_ids) if listing else 0), spec.region,
                                  Event(WARNING, policy.reason, report.message))
                 return min(backoff(attempts - 1, self._settings.retry_base_seconds, self._settings.retry_max_seconds), resync)
-            listing = self._listings[key] = Listing(generation, tuple(found), started)
+            listing = self._listings[key] = Listing(selector, tuple(found), started)
             self._failures.pop(key, None)
         await self._converge(key, meta, owner, spec, listing)
         children = self._children(key, meta["uid"], listing.instance_ids)
