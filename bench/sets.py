@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,12 +78,60 @@ def sent(emulator: ThrottleEmulator, before: dict) -> tuple[dict, dict]:
             {a: r for a in after["refused"] if (r := after["refused"].get(a, 0) - before["refused"].get(a, 0))})
 
 
+class Timeline:
+    """Where a scenario's time goes: a sample every half second of the mutating calls EC2 granted
+    and of the set's ready count, read as the first and last call, the seconds after the burst in
+    which fewer calls went out than the bucket allowed, and the tail from the last call to all Ready."""
+
+    def __init__(self, emulator: ThrottleEmulator, reader: "SetReader", action: str):
+        self.emulator, self.reader, self.action = emulator, reader, action
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> "Timeline":
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            counts = self.emulator.counts()
+            calls = counts["requests"].get(self.action, 0) - counts["refused"].get(self.action, 0)
+            try:
+                ready = self.reader.status().get("ready") or 0
+            except Exception:  # noqa: BLE001 - a sample missed is a sample missed
+                continue
+            self.samples.append((time.monotonic() - self.started, calls, ready))
+
+    def summary(self, ended: float) -> dict:
+        if not self.samples:
+            return {}
+        base = self.samples[0][1]
+        calls = [(t, c - base) for t, c, _ in self.samples]
+        moved = [t for (t, c), (_, previous) in zip(calls[1:], calls) if c > previous]
+        if not moved:
+            return {}
+        burst, rate = EC2_BUCKETS[self.action]
+        first, last = moved[0], moved[-1]
+        paced = [(t, c) for t, c in calls if first <= t <= last and c >= burst]
+        slow = sum(t1 - t0 for (t0, c0), (t1, c1) in zip(paced, paced[1:]) if (c1 - c0) < 0.8 * rate * (t1 - t0))
+        return {"first_call_s": round(first, 1), "last_call_s": round(last, 1), "calls": calls[-1][1],
+                "paced_s": round(last - (paced[0][0] if paced else first), 1), "slow_s": round(slow, 1),
+                "tail_to_all_ready_s": round(ended - last, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--resync-seconds", type=float, default=20.0)
     parser.add_argument("--steady-resyncs", type=int, default=3)
     parser.add_argument("--scenarios", default="create,launch,steady,profile")
+    parser.add_argument("--operator-log", help="keep the operator's log at this path")
     args = parser.parse_args()
     n = args.instances
     results: dict = {"machine": machine(), "instances": n, "resync_seconds": args.resync_seconds}
@@ -118,6 +167,7 @@ def main() -> int:
                 wait_until(lambda: metrics(port) is not None, 60, "the operator", {"operator": operator})
                 scenarios = args.scenarios.split(",")
                 before = emulator.counts()
+                timeline = Timeline(emulator, reader, "AssociateIamInstanceProfile").start()
                 started = time.monotonic()
                 api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, SET_PLURAL, {
                     "apiVersion": f"{GROUP}/{VERSION}", "kind": "InstanceProfileBindingSet", "metadata": {"name": SET},
@@ -125,10 +175,12 @@ def main() -> int:
                              "iamInstanceProfile": {"name": "web-server"}}})
                 wait_until(lambda: reader.all_ready(n), 3600, "every child Ready")
                 took = time.monotonic() - started
+                timeline.stop()
                 requests, refused = sent(emulator, before)
                 goal = floor("AssociateIamInstanceProfile", n)
                 results["create"] = {"apply_to_all_ready_s": round(took, 1), "floor_s": goal, "over_floor": ratio(took, goal),
-                                     "goal": "<= 1.05x floor, 0 refused", "requests": requests, "refused": refused}
+                                     "goal": "<= 1.05x floor, 0 refused", "requests": requests, "refused": refused,
+                                     "timeline": timeline.summary(took), "load_average": os.getloadavg()}
                 print(json.dumps({"create": results["create"]}), flush=True)
                 selected = n
                 if "launch" in scenarios:
@@ -155,21 +207,25 @@ def main() -> int:
                     print(json.dumps({"steady": results["steady"]}), flush=True)
                 if "profile" in scenarios:
                     before = emulator.counts()
+                    timeline = Timeline(emulator, reader, "ReplaceIamInstanceProfileAssociation").start()
                     started = time.monotonic()
                     api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, SET_PLURAL, SET,
                                                        {"spec": {"iamInstanceProfile": {"name": "batch-worker"}}})
                     wait_until(lambda: reader.all_ready(selected), 3600, "every child Ready on the new profile")
                     took = time.monotonic() - started
+                    timeline.stop()
                     requests, refused = sent(emulator, before)
                     goal = floor("ReplaceIamInstanceProfileAssociation", selected)
                     results["profile"] = {"patch_to_all_ready_s": round(took, 1), "floor_s": goal,
                                           "over_floor": ratio(took, goal), "goal": "<= 1.05x floor",
-                                          "requests": requests, "refused": refused}
+                                          "requests": requests, "refused": refused, "timeline": timeline.summary(took), "load_average": os.getloadavg()}
                     print(json.dumps({"profile": results["profile"]}), flush=True)
             finally:
                 operator.terminate()
                 operator.wait(30)
                 log.close()
+                if args.operator_log:
+                    Path(args.operator_log).write_bytes((workdir / "operator.log").read_bytes())
                 emulator.stop()
             print(json.dumps(results, indent=2))
         finally:
