@@ -34,6 +34,7 @@ from .index import SetIndex, SetKey
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
 CHILD_COALESCE_SECONDS = 1.0  # a burst of child changes makes one status write
+EXPECTATION_SECONDS = 60.0  # a child created but not yet seen in the watch is not created again within this
 LISTED_IDS_SHOWN = 5
 
 
@@ -78,6 +79,7 @@ class SetController:
         self._queue: WorkQueue[SetKey] = WorkQueue(clock=clock, tenant_of=lambda key: key[0])
         self._listings: dict[SetKey, Listing] = {}
         self._failures: dict[SetKey, int] = {}
+        self._expected: dict[SetKey, dict[str, float]] = {}  # children created, not yet watched: instance -> when
         self._workers: list[asyncio.Task] = []
 
     async def start(self, workers: int = 4) -> None:
@@ -125,6 +127,7 @@ class SetController:
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._listings.pop(key, None)
             self._failures.pop(key, None)
+            self._expected.pop(key, None)
             return None
         meta = body["metadata"]
         owner = Binding.from_body(body)
@@ -186,18 +189,23 @@ class SetController:
         steps = plan(listing.instance_ids, {i: c.spec for i, c in by_instance.items()}, spec.declared)
         namespace = key[0]
         released = [i for i in steps.delete if not by_instance[i].deleting]
+        create = self._unexpected(key, steps.create, by_instance)
         # at once: the writer's thread pool bounds them, and children wait for their EC2 tokens anyway
-        await asyncio.gather(
-            *(self._writer.create_binding(child_body(namespace, key[1], meta["uid"], instance_id, spec.declared))
-              for instance_id in steps.create),
-            *(self._writer.patch_binding_spec(namespace, by_instance[instance_id].name, child_spec)
-              for instance_id, child_spec in steps.update if not by_instance[instance_id].deleting),
-            *(self._writer.delete_binding(namespace, by_instance[instance_id].name, by_instance[instance_id].uid)
-              for instance_id in released),
-        )
-        if steps.create:
+        try:
+            await asyncio.gather(
+                *(self._writer.create_binding(child_body(namespace, key[1], meta["uid"], instance_id, spec.declared))
+                  for instance_id in create),
+                *(self._writer.patch_binding_spec(namespace, by_instance[instance_id].name, child_spec)
+                  for instance_id, child_spec in steps.update if not by_instance[instance_id].deleting),
+                *(self._writer.delete_binding(namespace, by_instance[instance_id].name, by_instance[instance_id].uid)
+                  for instance_id in released),
+            )
+        except Exception:
+            self._expected.pop(key, None)  # the next pass creates whatever did not come
+            raise
+        if create:
             await self._writer.record(owner, Event(NORMAL, SetReason.INSTANCES_SELECTED, _instances(
-                "began to match the selector", steps.create)), kind=SET_KIND)
+                "began to match the selector", create)), kind=SET_KIND)
         if released:
             await self._writer.record(owner, Event(NORMAL, SetReason.INSTANCES_RELEASED, _instances(
                 f"no longer match or are gone; their bindings are deleted (deletionPolicy {spec.declared.deletion_policy})",
@@ -205,6 +213,16 @@ class SetController:
         if steps.update:
             await self._writer.record(owner, Event(NORMAL, SetReason.CHILDREN_UPDATED,
                                                    f"{len(steps.update)} bindings set to the set's spec"), kind=SET_KIND)
+
+    def _unexpected(self, key: SetKey, wanted: tuple[str, ...] | list[str], seen: Mapping[str, Any]) -> list[str]:
+        """The instances of ``wanted`` whose child is not already on its way (created by an earlier
+        pass, its watch event not yet here: controller-runtime's expectations), now expected."""
+        now = self._clock()
+        expected = {i: at for i, at in self._expected.get(key, {}).items() if i not in seen and now - at < EXPECTATION_SECONDS}
+        create = [i for i in wanted if i not in expected]
+        expected.update((i, now) for i in create)
+        self._expected[key] = expected
+        return create
 
     def _children(self, key: SetKey, uid: str, selected: tuple[str, ...]) -> list[setstatus.Child]:
         wanted = set(selected)
