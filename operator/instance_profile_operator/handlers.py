@@ -121,9 +121,9 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         metrics.attach(controller)
         holder["sets"] = SetController(config, gateway, writer, tenancy)
         await holder["sets"].start()
-        holder["uninstallers"] = {CRD_NAME: Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all),
-                                  SET_CRD_NAME: Uninstaller(controller.finalizer.releases, config.namespaces,
-                                                            holder["sets"].forget_all, uninstalled=SET_CHILDREN)}
+        holder["uninstallers"] = {u.uninstalled.crd_name: u for u in (  # by the name of the CRD each one watches
+            Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all),
+            Uninstaller(controller.finalizer.releases, config.namespaces, holder["sets"].forget_all, uninstalled=SET_CHILDREN))}
         await controller.start()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
