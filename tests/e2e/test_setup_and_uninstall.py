@@ -59,53 +59,6 @@ def released_once(bindings: Bindings, name: str, *crd_kinds: str) -> None:
     assert "without touching EC2" in released.message and (released.count or 1) == 1
 
 
-def test_deleting_the_sets_crd_alone_releases_their_children_without_touching_ec2(
-        devenv, start_operator, sets: Sets, ec2, new_instance):
-    """Kubernetes deletes every set; the operator deletes their children (the garbage collector
-    retries an owner whose kind is gone until its CRD is back, then deletes them as a user would),
-    while bindings are still served: they go as for an uninstall, not a user's deletion, and the
-    CRD installed again finds none left for the garbage collector to delete later."""
-    operator = start_operator()
-    fleet = a_fleet_ready(sets, ec2, new_instance)
-    before = {i: associations(ec2, i) for i in fleet}
-    try:
-        kubectl(devenv, "delete", "-f", SETS_CRD_FILE, "--timeout=60s")
-        wait_for(lambda: all(sets.bindings.get(child_name("web", i)) is None for i in fleet), 60, "the children gone")
-    finally:
-        install_set_crd(devenv)
-    assert {i: associations(ec2, i) for i in fleet} == before
-    assert mutations(operator)["disassociate_iam_instance_profile"] == 0
-    for instance_id in fleet:
-        released_once(sets.bindings, child_name("web", instance_id), "InstanceProfileBindingSet")
-    assert operator.process.poll() is None
-
-
-def test_uninstall_as_the_readme_says_with_a_set_keeps_every_association(
-        devenv, start_operator, sets: Sets, bindings: Bindings, ec2, new_instance):
-    """kubectl delete -f crds/ deletes the bindings' CRD, then the sets' (the policies' CRD, which the
-    session's other tests need, stays): neither the set's children nor a binding touch EC2."""
-    operator = start_operator()
-    fleet = a_fleet_ready(sets, ec2, new_instance)
-    single = new_instance()
-    bindings.create(manifest("single", single))
-    wait_for(lambda: bindings.is_ready("single"), what="the binding Ready")
-    before = {i: associations(ec2, i) for i in (*fleet, single)}
-    remove_finalizers_by_hand(devenv, keep_namespace=bindings.namespace)
-    try:
-        kubectl(devenv, "delete", "-f", BINDINGS_CRD_FILE, "-f", SETS_CRD_FILE, "--timeout=60s")
-        for crd in (BINDINGS_CRD, SETS_CRD):  # the uninstall completed
-            assert kubectl(devenv, "get", crd, check=False).returncode != 0
-    finally:
-        install_crd(devenv)
-        install_set_crd(devenv)
-    assert {i: associations(ec2, i) for i in (*fleet, single)} == before
-    assert mutations(operator)["disassociate_iam_instance_profile"] == 0
-    released_once(bindings, "single", "InstanceProfileBinding")
-    for instance_id in fleet:  # whichever uninstall reached the child first: the bindings' or the sets'
-        released_once(bindings, child_name("web", instance_id), "InstanceProfileBinding", "InstanceProfileBindingSet")
-    assert operator.process.poll() is None
-
-
 def test_deleting_the_crd_releases_bindings_without_touching_ec2_and_serving_resumes(
         devenv, start_operator, bindings: Bindings, ec2, new_instance):
     operator = start_operator()
@@ -197,3 +150,52 @@ def test_without_a_kubeconfig_the_operator_exits_at_once_with_one_line(tmp_path)
     assert done.returncode == 1
     assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
     assert "no Kubernetes configuration" in done.stderr and "KUBECONFIG" in done.stderr
+
+
+# Last in the module: each leaves both CRDs deleted and installed again, and kopf resumes serving a
+# re-installed CRD only if API discovery lists it by the time of the CRD's last watch event.
+def test_deleting_the_sets_crd_alone_releases_their_children_without_touching_ec2(
+        devenv, start_operator, sets: Sets, ec2, new_instance):
+    """Kubernetes deletes every set; the operator deletes their children (the garbage collector
+    retries an owner whose kind is gone until its CRD is back, then deletes them as a user would),
+    while bindings are still served: they go as for an uninstall, not a user's deletion, and the
+    CRD installed again finds none left for the garbage collector to delete later."""
+    operator = start_operator()
+    fleet = a_fleet_ready(sets, ec2, new_instance)
+    before = {i: associations(ec2, i) for i in fleet}
+    try:
+        kubectl(devenv, "delete", "-f", SETS_CRD_FILE, "--timeout=60s")
+        wait_for(lambda: all(sets.bindings.get(child_name("web", i)) is None for i in fleet), 60, "the children gone")
+    finally:
+        install_set_crd(devenv)
+    assert {i: associations(ec2, i) for i in fleet} == before
+    assert mutations(operator)["disassociate_iam_instance_profile"] == 0
+    for instance_id in fleet:
+        released_once(sets.bindings, child_name("web", instance_id), "InstanceProfileBindingSet")
+    assert operator.process.poll() is None
+
+
+def test_uninstall_as_the_readme_says_with_a_set_keeps_every_association(
+        devenv, start_operator, sets: Sets, bindings: Bindings, ec2, new_instance):
+    """kubectl delete -f crds/ deletes the bindings' CRD, then the sets' (the policies' CRD, which the
+    session's other tests need, stays): neither the set's children nor a binding touch EC2."""
+    operator = start_operator()
+    fleet = a_fleet_ready(sets, ec2, new_instance)
+    single = new_instance()
+    bindings.create(manifest("single", single))
+    wait_for(lambda: bindings.is_ready("single"), what="the binding Ready")
+    before = {i: associations(ec2, i) for i in (*fleet, single)}
+    remove_finalizers_by_hand(devenv, keep_namespace=bindings.namespace)
+    try:
+        kubectl(devenv, "delete", "-f", BINDINGS_CRD_FILE, "-f", SETS_CRD_FILE, "--timeout=60s")
+        for crd in (BINDINGS_CRD, SETS_CRD):  # the uninstall completed
+            assert kubectl(devenv, "get", crd, check=False).returncode != 0
+    finally:
+        install_crd(devenv)
+        install_set_crd(devenv)
+    assert {i: associations(ec2, i) for i in (*fleet, single)} == before
+    assert mutations(operator)["disassociate_iam_instance_profile"] == 0
+    released_once(bindings, "single", "InstanceProfileBinding")
+    for instance_id in fleet:  # whichever uninstall reached the child first: the bindings' or the sets'
+        released_once(bindings, child_name("web", instance_id), "InstanceProfileBinding", "InstanceProfileBindingSet")
+    assert operator.process.poll() is None
