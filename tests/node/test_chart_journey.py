@@ -182,7 +182,9 @@ def test_the_webhook_from_a_secret_with_failure_policy_fail(node_env: NodeEnv, r
         admitted = apply(node_env, manifest(f"allowed-{n}", new_instance(), {"name": "web-server"}))
         assert admitted.returncode == 0, admitted.stderr
 
-    # the README's finalizer recipe, with the operator scaled to zero and the webhook failing closed
+    # the README's finalizer recipe, with the operator scaled to zero and the webhook failing closed,
+    # on a binding the operator finalized (Ready) before it went
+    binding_ready(node_env, "allowed-0")
     kubectl(node_env.endpoints, "scale", "deployment", FULLNAME, "-n", NAMESPACE, "--replicas=0")
     wait_for(lambda: not pods(node_env), 120, "no operator pod")
     kubectl(node_env.endpoints, "delete", "ipb", "allowed-0", "-n", "default", "--wait=false")
