@@ -96,13 +96,14 @@ def test_pending_instance_is_waited_for(operator, proxy, bindings, ec2, new_inst
 
 
 def test_associating_is_followed_until_associated_without_a_timer_per_binding(operator, proxy, bindings, new_instance):
-    proxy.report_associating(describes=2)
+    proxy.report_associating(describes=1000)  # until the test has seen it (a count could settle before a write)
     instance_id = new_instance()
     bindings.create(manifest("slow", instance_id))
     seen = wait_for(lambda: bindings.status("slow").get("state") == "associating" and bindings.status("slow"), what="associating")
     ready = next(c for c in seen["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["reason"] == "Associating"
     assert any(c["type"] == "Reconciling" and c["status"] == "True" for c in seen["conditions"])
+    proxy.report_associating(describes=0)  # EC2 settles
     wait_for(lambda: bindings.is_ready("slow"), what="Ready after EC2 settles")
     assert bindings.status("slow")["state"] == "associated"
 
