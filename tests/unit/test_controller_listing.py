@@ -56,3 +56,31 @@ async def test_a_watched_binding_is_queued_at_once():
     controller = Controller(Settings(region="us-east-1"), DescribingGateway(), SimpleNamespace(), Tenancy(enforcing=False))
     controller.on_event("ADDED", binding(1))
     assert len(controller.queue) == 1
+
+
+def ready(body: dict, association_id: str) -> dict:
+    """``body`` as a reconcile left it: Ready for its generation, with ``association_id`` recorded."""
+    return {**body, "status": {"associationId": association_id, "region": "us-east-1",
+                               "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}}
+
+
+async def test_listed_bindings_that_need_work_go_before_the_confirmation_of_the_others():
+    gateway = DescribingGateway()
+    controller = Controller(Settings(region="us-east-1", workers=2), gateway, SimpleNamespace(), Tenancy(enforcing=False))
+    settled = [ready(binding(n), f"iip-i-{n:04d}") for n in range(300)]
+    drifted = ready(binding(300), "iip-removed-while-down")  # EC2 shows another association now
+    new = {**binding(301), "status": {}}  # created while no replica was leading
+    stale = {**ready(binding(302), "iip-i-0302"), "metadata": {**binding(302)["metadata"], "generation": 2}}  # spec changed
+    for body in [*settled[:150], drifted, *settled[150:], new, stale]:
+        controller.on_event(None, body)
+    await asyncio.wait_for(queued(controller, 303), TIMEOUT)
+    order = [await asyncio.wait_for(take(controller), TIMEOUT) for _ in range(4)]
+    assert set(order[:3]) == {("team", "b-300"), ("team", "b-301"), ("team", "b-302")}
+    assert order[3] in {("team", f"b-{n}") for n in range(300)}
+
+
+async def take(controller: Controller) -> tuple[str, str]:
+    """The next key a worker would reconcile (done at once, so the tenant's limit does not hold the next)."""
+    key = await controller.queue.get()
+    controller.queue.done(key)
+    return key

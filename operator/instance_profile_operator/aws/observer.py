@@ -169,6 +169,12 @@ class Observer:
         """The instance's state and tags (asked only when a decision needs them)."""
         return await self._instances.get(target.place, target.instance_id) or MISSING_INSTANCE
 
+    def observed_id(self, target: Target) -> str | None:
+        """The id of the association the last refresh found on the instance, without using it up;
+        None when it found none or did not describe it."""
+        hit = self._cache.get(target)
+        return hit[1].association_id if hit is not None and hit[1] is not None else None
+
     def invalidate(self, target: Target) -> None:
         """Called after each mutation of ``target``'s association."""
         self._cache.pop(target, None)

@@ -110,12 +110,20 @@ class Controller:
 
     async def _observe_listed(self) -> None:
         """Describe the instances of the bindings listed within ``LISTING_WINDOW``, 200 per call,
-        then queue them: their reconciles find the association observed."""
+        then queue them: their reconciles find the association observed. Those that need work (new,
+        not Ready, or drifted while no replica watched) go before the confirmation of the others."""
         while self._listed:
             await asyncio.sleep(LISTING_WINDOW)
             keys, self._listed = self._listed, []
-            self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER), "describing the listed bindings")
+            self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER, self._confirmed),
+                                    "describing the listed bindings")
         self._listing = None
+
+    def _confirmed(self, key: Key) -> bool:
+        """The binding's status still holds: Ready for its generation, with the association EC2 shows."""
+        binding = self.registry.get(key)
+        target = self.registry.target(binding) if binding is not None else None
+        return target is not None and status.still_true(binding.status, binding.generation, self.observer.observed_id(target))
 
     def requeue_namespaces(self, namespaces: set[str]) -> None:
         """Re-evaluate the bindings of ``namespaces`` (a policy or a namespace's labels changed)."""
