@@ -10,9 +10,11 @@ throttling emulator (bench/ec2_throttle.py). One run of each scenario:
   other bindings that ran meanwhile show that the resync was under way;
 * restart with nothing changed: time until every binding has been reconciled again, mutating
   EC2 calls, status writes (operator counters and the API server's audit log);
-* restart with 10 associations removed while the operator was down: time until all are back.
+* restart with 10 associations removed and one binding created while the operator was down:
+  time until all are back, and until the new binding is Ready (what a replica taking over
+  after a failover does first).
 
-    python bench/fleet.py [--bindings 10000] [--resync-seconds 60]
+    python bench/fleet.py [--bindings 10000] [--resync-seconds 60] [--restarts-only]
 
 With ``--profile``, the operator runs under tracemalloc (bench/memprofile.py) from the idle
 measurement on, and the largest allocation sites at N bindings are printed instead of the
@@ -48,7 +50,8 @@ NAMESPACE = "fleet"
 ACCESS_KEY = "AKIAFLEET"
 IDLE_RUNS = 3  # a user's binding applied on an idle operator, then once per trigger during resyncs
 TRIGGERS = ("describing", "queued") * 2
-EXTRA_INSTANCES = IDLE_RUNS + len(TRIGGERS)
+USER_BINDINGS = IDLE_RUNS + len(TRIGGERS)
+EXTRA_INSTANCES = USER_BINDINGS + 1  # and one for the binding created while the operator is down
 DEPTH = 'workqueue_depth{name="instanceprofilebinding"}'
 MUTATIONS = ("associate_iam_instance_profile", "replace_iam_instance_profile_association", "disassociate_iam_instance_profile")
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +120,7 @@ def main() -> int:
     parser.add_argument("--resync-seconds", type=float, default=60.0)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rss-only", action="store_true", help="stop after the steady-state resync and RSS")
+    parser.add_argument("--restarts-only", action="store_true", help="skip the user's bindings during resyncs")
     parser.add_argument("--logs", help="directory for the operator's logs (default: a temporary one)")
     args = parser.parse_args()
     n = args.bindings
@@ -229,29 +233,30 @@ def main() -> int:
 
             extra = iter(instances[n:])
             wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
-            idle = [apply_to_ready(f"user-idle-{k}", next(extra))[0] for k in range(IDLE_RUNS)]
-            during = []
-            for k, trigger in enumerate(TRIGGERS):
-                wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
-                resyncs = operator.metrics()["ipo_resyncs_total"]
-                if trigger == "describing":  # the resync's first Describe reached EC2: its N re-checks come next
-                    seen = describes()
-                    wait_until(lambda: describes() > seen, args.resync_seconds * 3, "the next resync's Describe calls", interval=0.005)
-                else:  # the resync has described every instance and queued its N re-checks
-                    wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, args.resync_seconds * 3, "the next resync",
-                               interval=0.005)
-                triggered, depth = time.monotonic(), queue_depth()
-                took, meanwhile = apply_to_ready(f"user-{trigger}-{k}", next(extra))
-                wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs and queue_depth() == 0, 600,
-                           "the resync's re-checks")
-                during.append({"trigger": trigger, "apply_to_ready_s": round(took, 2), "queue_depth_when_applied": depth,
-                               **meanwhile, "resync_rechecks_done_after_s": round(time.monotonic() - triggered, 1)})
-            idle_median = statistics.median(idle)
-            report("user_binding", {"idle_apply_to_ready_s": [round(t, 2) for t in idle], "during_resync": during,
-                                    "worst_ratio_to_idle_median": round(max(d["apply_to_ready_s"] for d in during) / idle_median, 2)})
+            if not args.restarts_only:
+                idle = [apply_to_ready(f"user-idle-{k}", next(extra))[0] for k in range(IDLE_RUNS)]
+                during = []
+                for k, trigger in enumerate(TRIGGERS):
+                    wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
+                    resyncs = operator.metrics()["ipo_resyncs_total"]
+                    if trigger == "describing":  # the resync's first Describe reached EC2: its N re-checks come next
+                        seen = describes()
+                        wait_until(lambda: describes() > seen, args.resync_seconds * 3, "the next resync's Describe calls", interval=0.005)
+                    else:  # the resync has described every instance and queued its N re-checks
+                        wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, args.resync_seconds * 3, "the next resync",
+                                   interval=0.005)
+                    triggered, depth = time.monotonic(), queue_depth()
+                    took, meanwhile = apply_to_ready(f"user-{trigger}-{k}", next(extra))
+                    wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs and queue_depth() == 0, 600,
+                               "the resync's re-checks")
+                    during.append({"trigger": trigger, "apply_to_ready_s": round(took, 2), "queue_depth_when_applied": depth,
+                                   **meanwhile, "resync_rechecks_done_after_s": round(time.monotonic() - triggered, 1)})
+                idle_median = statistics.median(idle)
+                report("user_binding", {"idle_apply_to_ready_s": [round(t, 2) for t in idle], "during_resync": during,
+                                        "worst_ratio_to_idle_median": round(max(d["apply_to_ready_s"] for d in during) / idle_median, 2)})
 
             # -- restart, nothing changed ---------------------------------------------------
-            live = n + EXTRA_INSTANCES
+            live = n + (0 if args.restarts_only else USER_BINDINGS)
             operator.stop()
             time.sleep(1.5)
             _, mark = audit_writes(audit, 0)
@@ -278,15 +283,19 @@ def main() -> int:
             found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": removed}])
             for association in found["IamInstanceProfileAssociations"]:
                 ec2.disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
+            api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body("created-while-down", instances[-1]))
             began = time.monotonic()
             operator.start()
+            wait_until(lambda: ready(api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "created-while-down")),
+                       600, "the binding created while down Ready", interval=0.05)
+            new_ready_s = time.monotonic() - began
 
             def repaired() -> bool:
                 found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": removed}])
                 return len({a["InstanceId"] for a in found["IamInstanceProfileAssociations"] if a["State"] == "associated"}) == len(removed)
 
             wait_until(repaired, 600, "the removed associations repaired")
-            report("restart_10_removed", {"repaired_s": round(time.monotonic() - began, 1),
+            report("restart_10_removed_1_created", {"repaired_s": round(time.monotonic() - began, 1), "new_ready_s": round(new_ready_s, 1),
                                           "mutating_calls": sum(ec2_requests(operator.metrics())[op] for op in MUTATIONS)})
             report("emulator_refused", emulator.counts()["refused"])
         finally:
