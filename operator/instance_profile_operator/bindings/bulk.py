@@ -39,7 +39,8 @@ class BulkDescriber:
         """Describe the instances of ``keys`` and queue them at ``priority``, each place's as soon
         as its describe ends; a key whose status the describe ``confirmed`` goes at ``BACKGROUND``,
         after those that need work. A resync (``BACKGROUND``) leaves out the bindings waiting out a
-        failure's backoff, and the places an earlier resync still describes."""
+        failure's backoff, and the places an earlier pass still describes; any other pass describes
+        such a place once the earlier pass is done with it, so that every key is queued as observed."""
         by_place = self._keys_by_place(keys)
         resync = priority is Priority.BACKGROUND
 
@@ -53,7 +54,7 @@ class BulkDescriber:
 
         described(None, None)  # bindings that name no instance
         try:
-            busy = await self._observer.refresh(self._registry.instances_by_place(keys), described)
+            busy = await self._observer.refresh(self._registry.instances_by_place(keys), described, wait=not resync)
         finally:  # a bug or a cancellation loses no binding; a busy place's bindings wait for the next resync
             for place in [*by_place]:
                 if not (resync and place in busy):
