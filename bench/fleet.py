@@ -168,13 +168,18 @@ def main() -> int:
             def count_ready() -> int:
                 return sum(ready(i) for i in api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"])
 
+            _, mark = audit_writes(audit, 0)
             started = time.monotonic()
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(lambda k: api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(f"b-{k}", instances[k])),
                               range(n)))
             created = time.monotonic() - started
             wait_until(lambda: count_ready() == n, 3600, "all bindings Ready")
-            report("adopt", {"create_s": round(created, 1), "apply_to_all_ready_s": round(time.monotonic() - started, 1)})
+            took = time.monotonic() - started
+            writes, _ = audit_writes(audit, mark)
+            report("adopt", {"create_s": round(created, 1), "apply_to_all_ready_s": round(took, 1),
+                             "after_creation_ended_s": round(took - created, 1), "api_writes": dict(writes),
+                             "operator_writes_per_binding": round((sum(writes.values()) - writes["create instanceprofilebindings"]) / n, 2)})
             if args.profile:
                 time.sleep(10)
                 operator.process.send_signal(signal.SIGUSR1)
