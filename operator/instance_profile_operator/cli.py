@@ -13,13 +13,15 @@ import kubernetes
 
 from . import __version__
 from .aws.accounts import RefreshFailureLog
-from .handlers import QuietWatchLog, SayOnce, build_registry
-from .kube import leader
+from .handlers import NoErrorThatIsNone, QuietWatchLog, SayOnce, build_registry
+from .kube import admission, leader
+from .kube.bookwatch import BookWatch
 from .kube.writer import KubeConfigMissing, check_kube_config, load_api_client
 from .runtime import memory, metrics
 from .settings import Settings, SettingsError, add_arguments, boolean, from_arguments, from_env
 
 PROG = "instance-profile-operator"
+log = logging.getLogger(__name__)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -43,10 +45,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run_operator(settings: Settings) -> None:
-    """Serve metrics, then run kopf: at once, or once elected when leader election is on."""
+    """Serve metrics (and readiness) and admission, then run kopf: at once, or once elected when leader election is on."""
     kubernetes.client.CoreV1Api  # noqa: B018 -- loads the client's largest module (1-2 s) now, not at a takeover
     collected = metrics.Metrics()
-    server = await metrics.serve(collected, settings.metrics_address) if settings.metrics_address else None
+    watch = BookWatch(load_api_client()) if settings.serves_admission else None
+    admitting = asyncio.create_task(serve_admission(settings, watch), name="admission") if watch else None
+
+    def ready() -> bool:
+        """Whether this replica answers what Services send it: /metrics, and admission once its book is listed."""
+        return admitting is None or (watch.book_if_known is not None and not admitting.done())  # type: ignore[union-attr]
+
+    server = await metrics.serve(collected, settings.metrics_address, ready) if settings.metrics_address else None
     registry = build_registry(settings, collected)
 
     async def operate() -> None:
@@ -68,8 +77,24 @@ async def run_operator(settings: Settings) -> None:
             collected.leading(True)  # the only replica: it always reconciles
             await operate()
     finally:
+        if admitting is not None:
+            admitting.cancel()
         if server is not None:
             await server.cleanup()
+
+
+async def serve_admission(settings: Settings, watch: BookWatch) -> None:
+    """The admission webhook, on every replica (leader or standby), from the policy book ``watch`` keeps."""
+    watch.start()
+    try:
+        await admission.serve_admission(
+            admission.webhook_server(settings.webhook_address, settings.webhook_cert_file, settings.webhook_key_file),  # type: ignore[arg-type]
+            lambda: watch.book_if_known, settings.region)
+    except Exception:
+        log.exception("the admission webhook stopped; this replica serves no admission")
+        raise
+    finally:
+        watch.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(QuietWatchLog())
     logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
+    for handler in logging.getLogger().handlers:  # kopf's: whichever logger kopf passes down
+        handler.addFilter(NoErrorThatIsNone())
     logging.getLogger("botocore.credentials").addFilter(RefreshFailureLog())
     asyncio.run(run_operator(settings))
     return 0

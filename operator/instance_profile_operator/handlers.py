@@ -21,7 +21,6 @@ from .bindings.finalizer import RetryLater
 from .bindings.uninstall import Uninstaller
 from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
 from .core.tenancy import Tenancy
-from .kube.admission import register_admission, webhook_server
 from .kube.writer import KubeWriter, load_api_client
 from .runtime.metrics import Metrics
 from .settings import Settings
@@ -50,6 +49,23 @@ class SayOnce(logging.Filter):
         repeated = message == self._last
         self._last = message
         return not repeated
+
+
+class NoErrorThatIsNone(logging.Filter):
+    """One of kopf's ERROR lines reports no error: a 429 it retries (at every start, the API server
+    answers "storage is (re)initializing" until its watch cache is ready). It is logged at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR:
+            message = record.getMessage()
+            if "failed; will retry" in message and "APITooManyRequestsError" in message:
+                self._lower(record, message)
+        return True
+
+    @staticmethod
+    def _lower(record: logging.LogRecord, message: str) -> None:
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg, record.args = message, ()
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -88,8 +104,6 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
     @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        if config.webhook_address and config.enforcing:
-            settings.admission.server = webhook_server(config.webhook_address, config.webhook_cert_file, config.webhook_key_file)
         writer = KubeWriter(load_api_client())
         tenancy = Tenancy(config.enforcing)
         if config.enforcing:  # know every policy and namespace before the first binding is judged
@@ -103,7 +117,7 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         holder["tenancy"] = tenancy
         holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics)
         metrics.attach(controller)
-        holder["uninstaller"] = Uninstaller(writer, config.namespaces, controller.forget_all)
+        holder["uninstaller"] = Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all)
         await controller.start()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
@@ -128,9 +142,6 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         @kopf.on.event("", "v1", "namespaces", id="namespace", registry=registry)
         async def namespace_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
             holder["controller"].requeue_namespaces(holder["tenancy"].book.on_namespace(type, body))
-
-        if config.webhook_address:
-            register_admission(registry, lambda: holder["tenancy"].book if "tenancy" in holder else None, config.region)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:

@@ -54,6 +54,11 @@ class Settings:
     def enforcing(self) -> bool:
         return self.policy_enforcement == ENFORCE
 
+    @property
+    def serves_admission(self) -> bool:
+        """The webhook judges by policies: it is served only when they are enforced."""
+        return bool(self.webhook_address) and self.enforcing
+
 
 def positive_int(text: str) -> int:
     try:

@@ -121,3 +121,19 @@ def test_operator_is_unharmed_by_errors_and_keeps_serving_other_bindings(operato
     stalled = wait_for(lambda: bindings.condition("bad", "Stalled"), what="the broken binding Stalled")
     assert stalled["reason"] == "AWSError" and "Gibberish: something nobody expected" in stalled["message"]
     assert operator.process.poll() is None
+
+
+def test_a_users_mistake_is_no_reconcile_error_and_a_normal_start_logs_no_error(start_operator, bindings, new_instance):
+    """Generic reconcile-error alerts must not fire on a tenant's typo: the status and the
+    bindings-by-reason gauge report it; reconcile_errors counts failures to talk to AWS or Kubernetes."""
+    operator = start_operator()
+    bindings.create(manifest("typo", "i-0badc0ffee0ddf00d"))
+    bindings.create(manifest("fine", new_instance()))
+    wait_for(lambda: bindings.condition("typo").get("reason") == "InstanceNotFound" and bindings.is_ready("fine"),
+             what="InstanceNotFound beside a Ready binding")
+    wait_for(lambda: operator.total("controller_runtime_reconcile_total", result="requeue_after") >= 2,
+             what="the missing instance retried")
+    assert operator.total("controller_runtime_reconcile_errors_total") == 0
+    assert operator.total("controller_runtime_reconcile_total", result="error") == 0
+    assert operator.total("ipo_bindings", reason="InstanceNotFound") == 1
+    assert "[ERROR" not in operator.log() and '"level": "error"' not in operator.log().lower(), operator.log()

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import pytest
+import yaml
+
+from instance_profile_operator.devenv import pki, webhook
+from instance_profile_operator.devenv.cluster import free_port
 
 from ..support.kube import kubectl, manifest
 from ..support.waiting import wait_for
 from .test_lifecycle import associations
+from .test_tenancy import policies, team_policy, tenant  # noqa: F401 -- policies is a fixture
 
 NAMESPACE = "instance-profile-operator"  # where deploy/rbac.yaml lets the operator hold its Lease
 LEASE = "instance-profile-operator"
@@ -114,3 +120,33 @@ def test_a_leader_that_loses_its_lease_exits_non_zero(devenv, start_operator):
             json.dumps({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 15}}))
     assert operator.process.wait(10) == 1
     assert "leader election lost" in operator.log()
+
+
+def test_the_standby_serves_admission_and_stays_otherwise_idle(
+        devenv, api_client, start_operator, policies, new_instance, tmp_path):  # noqa: F811
+    team = tenant(api_client, "s")
+    policies(team_policy("s", "web-server"))
+    credentials = pki.generate(tmp_path / "webhook")
+    served = {"IPO_WEBHOOK_CERT_FILE": str(credentials.serving_cert), "IPO_WEBHOOK_KEY_FILE": str(credentials.serving_key)}
+    first = start_operator(**ELECTED, **served, IPO_WEBHOOK_ADDRESS=f"127.0.0.1:{free_port()}")
+    wait_for(lambda: leading(first), what="the first replica to take the Lease")
+    standby_address = f"127.0.0.1:{free_port()}"
+    second = start_operator(**ELECTED, **served, IPO_WEBHOOK_ADDRESS=standby_address)
+    kubectl(devenv, "apply", "-f", "-", input=yaml.safe_dump(webhook.configuration(standby_address, credentials.ca_cert)))
+    try:
+        def apply(name: str, profile: str, *flags: str):
+            body = yaml.safe_dump(manifest(name, new_instance(), {"name": profile}))
+            return kubectl(devenv, "apply", "-n", team.namespace, *flags, "-f", "-", input=body, check=False)
+
+        wait_for(lambda: "denied the request" in apply("probe", "batch-worker", "--dry-run=server").stderr,
+                 what="the standby to judge a binding")
+        refused = apply("wrong-profile", "batch-worker")
+        assert refused.returncode != 0 and "instance profile batch-worker is not allowed" in refused.stderr
+        allowed = apply("allowed", "web-server")
+        assert allowed.returncode == 0, allowed.stderr
+        assert_idle(second)
+        assert not leading(second)
+        with urllib.request.urlopen(f"http://127.0.0.1:{second.metrics_port}/readyz", timeout=2) as response:
+            assert response.status == 200  # ready: it answers what the webhook Service sends it
+    finally:
+        kubectl(devenv, "delete", "validatingwebhookconfiguration", webhook.NAME, "--ignore-not-found")

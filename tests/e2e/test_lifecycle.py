@@ -42,9 +42,10 @@ def test_binding_becomes_ready_and_status_tells_the_truth(devenv, operator, bind
     assert bindings.event_reasons("web") == ["Associated"]
     assert mutations(operator) == {"associate_iam_instance_profile": 1, "replace_iam_instance_profile_association": 0,
                                    "disassociate_iam_instance_profile": 0}
+    assert status["account"] == WEB_ARN.split(":")[4]  # the profile's account: the operator's own
     rows = [line.split() for line in kubectl(devenv, "get", "ipb", "-A").stdout.splitlines()]
-    assert [bindings.namespace, "web", instance_id, "web-server", "web-server", "associated", association["AssociationId"],
-            "True"] in [row[:8] for row in rows]
+    assert [bindings.namespace, "web", instance_id, status["account"], "web-server", "web-server", "associated",
+            "True", "Associated"] in [row[:9] for row in rows]
 
 
 def test_same_profile_already_associated_is_adopted_without_a_mutating_call(operator, bindings, ec2, new_instance):
@@ -136,6 +137,23 @@ def test_deleting_disassociates_promptly(operator, bindings, ec2, new_instance):
     assert associations(ec2, instance_id) == []
     assert mutations(operator)["disassociate_iam_instance_profile"] == 1
     print(f"deletion took {elapsed:.2f} s")
+
+
+def test_a_binding_being_deleted_reads_deleting_not_ready_in_kubectl(devenv, operator, proxy, bindings, new_instance):
+    """kstatus: an object being deleted is Terminating, whatever it was before."""
+    bindings.create(manifest("leaving", new_instance()))
+    wait_for(lambda: bindings.is_ready("leaving"), what="Ready")
+    proxy.fail("DisassociateIamInstanceProfile", "RequestLimitExceeded", "Request limit exceeded.", status=503, times=None)
+    try:
+        bindings.delete("leaving")
+        columns = wait_for(lambda: (row := kubectl(devenv, "get", "ipb", "leaving", "-n", bindings.namespace,
+                                                   "--no-headers", check=False).stdout.split()) and "Deleting" in row and row,
+                           what="kubectl to show the binding Deleting")
+        assert columns[6:8] == ["False", "Deleting"], columns
+        assert "removing association" in bindings.condition("leaving")["message"]
+    finally:
+        proxy.clear()
+    wait_for(lambda: bindings.get("leaving") is None, what="the binding deleted once EC2 answers")
 
 
 def test_retain_leaves_the_association(operator, bindings, ec2, new_instance):

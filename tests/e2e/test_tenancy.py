@@ -128,7 +128,7 @@ def test_admission_rejects_what_no_policy_allows_when_the_webhook_is_on(
     policies(team_policy("d", "web-server"))
     credentials = pki.generate(tmp_path / "webhook")
     address = f"127.0.0.1:{free_port()}"
-    start_operator(namespaces=[team.namespace], IPO_WEBHOOK_ADDRESS=address,
+    operator = start_operator(namespaces=[team.namespace], IPO_WEBHOOK_ADDRESS=address,
                    IPO_WEBHOOK_CERT_FILE=str(credentials.serving_cert), IPO_WEBHOOK_KEY_FILE=str(credentials.serving_key))
     kubectl(devenv, "apply", "-f", "-", input=yaml.safe_dump(webhook.configuration(address, credentials.ca_cert)))
     try:
@@ -143,6 +143,10 @@ def test_admission_rejects_what_no_policy_allows_when_the_webhook_is_on(
         wrong_profile = apply("wrong-profile", tagged_instance(ec2, new_instance, "d"), "batch-worker")
         assert wrong_profile.returncode != 0 and "instance profile batch-worker is not allowed" in wrong_profile.stderr
         assert team.get("wrong-profile") is None
+        refused = wait_for(lambda: [line for line in operator.log().splitlines() if "refused the request" in line],
+                           what="the refusal in the log")
+        assert "[INFO" in refused[-1] and "instance profile batch-worker is not allowed" in refused[-1]
+        assert "[ERROR" not in operator.log()  # a refusal is the webhook working, not failing
         # the webhook reads no EC2: a verdict that hangs on the instance's tags is the reconcile's, before any change
         wrong_instance = apply("wrong-instance", other_team, "web-server")
         assert wrong_instance.returncode == 0, wrong_instance.stderr

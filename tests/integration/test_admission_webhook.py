@@ -1,4 +1,5 @@
-"""The admission webhook, served by kopf in-process, called by the real API server on kubectl apply."""
+"""The admission webhook, served in-process, called by the real API server on kubectl apply; what
+it does not judge (matchConditions) never reaches it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import socket
 import threading
 from typing import Iterator
 
-import kopf
 import pytest
 import yaml
 
-from instance_profile_operator.kube.admission import register_admission, webhook_server
+from instance_profile_operator.kube.admission import serve_admission, webhook_server
 from instance_profile_operator.devenv import pki, webhook
 from instance_profile_operator.devenv.cluster import free_port
 from instance_profile_operator.core.policybook import PolicyBook
@@ -35,29 +35,23 @@ def book() -> PolicyBook:
 
 @pytest.fixture
 def admission_webhook(devenv, crd, book, tmp_path) -> Iterator[None]:
-    """kopf serving only the admission handler, and the configuration that points the API server at it."""
+    """The admission server alone (no kopf operator, as a standby runs it), and the configuration
+    that points the API server at it."""
     credentials = pki.generate(tmp_path / "webhook-pki")
     address = f"127.0.0.1:{free_port()}"
-    registry = kopf.OperatorRegistry()
-    register_admission(registry, lambda: book, default_region=devenv.region)
-
-    @kopf.on.login(registry=registry)
-    def login(**_) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=devenv.apiserver_url, ca_path=devenv.ca_cert, token=devenv.admin_token)
-
-    settings = kopf.OperatorSettings()
-    settings.scanning.disabled = True
-    settings.admission.server = webhook_server(address, str(credentials.serving_cert), str(credentials.serving_key))
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(kopf.operator(
-        registry=registry, settings=settings, clusterwide=True, stop_flag=stop)), daemon=True)
+    server = webhook_server(address, str(credentials.serving_cert), str(credentials.serving_key))
+    loop = asyncio.new_event_loop()
+    serving = loop.create_task(serve_admission(server, lambda: book, devenv.region))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     wait_for(lambda: listening(int(address.rpartition(":")[2])), what="the webhook server")
     config = webhook.configuration(address, credentials.ca_cert)
     kubectl(devenv, "apply", "-f", "-", input=yaml.safe_dump(config))
     yield
     kubectl(devenv, "delete", "validatingwebhookconfiguration", webhook.NAME)
-    stop.set()
+    loop.call_soon_threadsafe(serving.cancel)
+    wait_for(serving.done, what="the webhook server stopped")
+    loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=30)
 
 
@@ -89,3 +83,24 @@ def test_kubectl_apply_of_a_disallowed_binding_is_rejected_with_the_reason(deven
     book.on_policy("DELETED", {"metadata": {"name": "web-only"}})
     relabelled = kubectl(devenv, "label", "ipb", "web", "-n", namespace, "touched=yes")
     assert relabelled.returncode == 0  # updates that leave the spec alone pass, policy or not
+
+
+def test_metadata_only_updates_never_reach_the_webhook(devenv, namespace, tmp_path):
+    """matchConditions: with failurePolicy Fail and nothing listening, creates and spec changes are
+    refused, while a finalizer is added and removed (the README's recipe) and a label is set."""
+    credentials = pki.generate(tmp_path / "webhook-pki")
+    web = manifest("web", "i-0123456789abcdef0", {"name": "web-server"})
+    assert apply(devenv, namespace, web).returncode == 0
+    kubectl(devenv, "apply", "-f", "-", input=yaml.safe_dump(webhook.configuration(f"127.0.0.1:{free_port()}", credentials.ca_cert)))
+    try:
+        changed = manifest("web", "i-0123456789abcdef0", {"name": "batch-worker"})
+        wait_for(lambda: "failed calling webhook" in apply(devenv, namespace, changed, "--dry-run=server").stderr,
+                 what="the API server to call the (closed) webhook")
+        assert "failed calling webhook" in apply(devenv, namespace, manifest("new", "i-0123456789abcdef0", {"name": "web-server"})).stderr
+        for patch in ('{"metadata":{"finalizers":["example.com/hold"]}}', '{"metadata":{"finalizers":null}}',
+                      '{"metadata":{"labels":{"touched":"yes"}}}'):
+            patched = kubectl(devenv, "patch", "ipb", "web", "-n", namespace, "--type=merge", "-p", patch, check=False)
+            assert patched.returncode == 0, patched.stderr
+        kubectl(devenv, "delete", "ipb", "web", "-n", namespace, "--wait=false")
+    finally:
+        kubectl(devenv, "delete", "validatingwebhookconfiguration", webhook.NAME, "--ignore-not-found")

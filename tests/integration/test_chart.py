@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from instance_profile_operator.devenv import gotools
+from instance_profile_operator.devenv import webhook as devenv_webhook
 
 from ..support.kube import REPO, kubectl
 
@@ -54,6 +55,8 @@ EVERY_OPTION: dict[str, Any] = {
     "metrics": {"port": 9090, "service": {"create": True, "type": "ClusterIP"}},
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kube-prometheus-stack"}},
     "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "grafanaDashboard": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
+                         "annotations": {"grafana_folder": "Operators"}},
     "webhook": {"enabled": True, "failurePolicy": "Fail", "certManager": {"enabled": True}},
 }
 
@@ -244,6 +247,10 @@ def test_webhook_certificate_serves_the_webhook_service(helm, tmp_path):
     assert f"{service['metadata']['name']}.{namespace}.svc" in certificate["spec"]["dnsNames"]
     assert webhook["clientConfig"]["service"]["name"] == service["metadata"]["name"]
     assert webhook["failurePolicy"] == "Fail" and webhook["rules"][0]["resources"] == ["instanceprofilebindings"]
+    # the matchConditions the integration tests prove (metadata-only updates never reach the webhook)
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text("CA")
+    assert webhook["matchConditions"] == devenv_webhook.configuration("127.0.0.1:1", ca_file)["webhooks"][0]["matchConditions"]
     pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "webhook-tls"]
     assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
@@ -290,3 +297,41 @@ def test_kustomize_install_passes_server_side_dry_run(devenv, crd):
     for created in ("deployment.apps/instance-profile-operator", "role.rbac.authorization.k8s.io/"
                     "instance-profile-operator-leader-election", "clusterrole.rbac.authorization.k8s.io/instance-profile-operator"):
         assert created in done.stdout
+
+
+def test_notes_say_policies_are_cluster_scoped(helm):
+    notes = helm("install", "ipo", str(CHART), "--dry-run", "--namespace", "ipo-system").stdout.split("NOTES:", 1)[1]
+    assert "cluster-scoped" in notes and "namespaceSelector" in notes
+    assert "in each tenant namespace" not in notes
+
+
+def test_kustomize_bakes_in_no_region_and_the_documented_overlay_sets_it(devenv, tmp_path):
+    """deploy/ names no region (the operator's own error says so); install-eks.md's overlay adds one."""
+    def env_of(directory: Path) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        built = [d for d in yaml.safe_load_all(kubectl(devenv, "kustomize", str(directory)).stdout) if d]
+        return container_env(one(built, "Deployment")), one(built, "Deployment"), one(built, "ServiceAccount")
+
+    bare, _, _ = env_of(REPO / "deploy")
+    assert "IPO_REGION" not in bare and "AWS_REGION" not in bare
+    doc = (REPO / "docs" / "install-eks.md").read_text()
+    overlay = doc.split("# kustomization.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "kustomization.yaml").write_text(overlay.replace(
+        "https://github.com/OWNER/instance-profile-operator//deploy?ref=v0.1.0   # or a local path",
+        os.path.relpath(REPO / "deploy", tmp_path)))
+    env, deployment, account = env_of(tmp_path)
+    assert env["IPO_REGION"] == "eu-west-1"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(".amazonaws.com/instance-profile-operator:0.1.0")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/instance-profile-operator")
+
+
+def test_the_grafana_dashboard_is_a_configmap_the_sidecar_discovers(helm, tmp_path):
+    assert not [d for d in render(helm, tmp_path, {}) if d["kind"] == "ConfigMap"]  # off by default
+    [config_map] = [d for d in render(helm, tmp_path, EVERY_OPTION) if d["kind"] == "ConfigMap"]
+    meta = config_map["metadata"]
+    assert meta["labels"]["grafana_dashboard"] == "1" and meta["labels"]["release"] == "kube-prometheus-stack"
+    assert (meta["namespace"], meta["annotations"]) == ("ipo-system", {"grafana_folder": "Operators"})
+    elsewhere = {**EVERY_OPTION, "grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}
+    [moved] = [d for d in render(helm, tmp_path, elsewhere) if d["kind"] == "ConfigMap"]
+    assert moved["metadata"]["namespace"] == "monitoring"  # where the sidecar's searchNamespace looks
+    [(name, text)] = config_map["data"].items()
+    assert name.endswith(".json") and json.loads(text) == json.loads((CHART / "files" / "dashboard.json").read_text())

@@ -128,8 +128,8 @@ def test_columns_summarise_the_policy(devenv, policies):
     name = policies(spec(namespaceSelector={"matchLabels": {"team": "a"}}, instanceProfiles=[{"name": "team-a-*"}, {"arn": "arn:*"}],
                          regions=["us-east-1"], account={"roleArn": ROLE}, instanceTags={"team": "a"}))["metadata"]["name"]
     table = kubectl(devenv, "get", "ipp", name).stdout.splitlines()
-    assert table[0].split() == ["NAME", "NAMESPACES", "REGIONS", "ACCOUNT", "ROLE", "AGE"]
-    assert table[1].split()[:4] == [name, '{"team":"a"}', '["us-east-1"]', ROLE]
+    assert table[0].split() == ["NAME", "NAMESPACES", "PROFILES", "ACCOUNT", "ROLE", "REGIONS", "AGE"]
+    assert table[1].split()[:5] == [name, '{"team":"a"}', '[{"name":"team-a-*"},{"arn":"arn:*"}]', ROLE, '["us-east-1"]']
     wide = kubectl(devenv, "get", "ipp", name, "-o", "wide").stdout.splitlines()
     assert wide[0].split()[-2:] == ["INSTANCE", "TAGS"] and wide[1].split()[-1] == '{"team":"a"}'
 

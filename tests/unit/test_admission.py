@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.kube.admission import needs_review, rejection
+from instance_profile_operator.kube.admission import needs_review, rejection, review
 from instance_profile_operator.core.policy import Account
 from instance_profile_operator.core.policybook import PolicyBook
 
@@ -61,3 +61,29 @@ def test_rejection(book, body, expected):
 def test_a_verdict_that_hangs_on_instance_tags_is_admitted_for_the_reconcile_to_decide(book):
     # the webhook reads Kubernetes state only: no EC2 call, so no tag oracle and no EC2 budget spent
     assert rejection(binding("team-b", profile={"name": "team-b-web"}), book, "us-east-1") is None
+
+
+def review_of(operation: str, body: dict, old: dict | None = None) -> dict:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "operation": operation, "object": body, "oldObject": old}}
+
+
+def test_a_review_answers_with_the_request_uid_and_the_reason(book):
+    assert review(review_of("CREATE", binding(profile={"name": "team-b-web"})), book, "us-east-1") == {
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+            "uid": "u-1", "allowed": False, "status": {"code": 403, "message": (
+                "denied by InstanceProfilePolicy: instance profile team-b-web is not allowed in namespace team-a "
+                "(InstanceProfilePolicy team-a)")}}}
+    assert review(review_of("CREATE", binding()), book, "us-east-1")["response"] == {"uid": "u-1", "allowed": True}
+
+
+@pytest.mark.parametrize("request_", [
+    review_of("UPDATE", binding(profile={"name": "team-b-web"}), binding(profile={"name": "team-b-web"})),  # metadata only
+    review_of("DELETE", binding(profile={"name": "team-b-web"})),
+])
+def test_what_leaves_the_spec_alone_is_admitted(book, request_):
+    assert review(request_, book, "us-east-1")["response"]["allowed"] is True
+
+
+def test_everything_is_admitted_until_the_book_is_known():
+    assert review(review_of("CREATE", binding("empty")), None, "us-east-1")["response"] == {"uid": "u-1", "allowed": True}

@@ -65,7 +65,8 @@ async def test_a_refusal_slows_the_bucket_and_is_retried_with_a_new_token():
     assert gateway.calls == {"associate_iam_instance_profile": 2}
     assert gateway.throttled == {"associate_iam_instance_profile": 1}
     bucket = gateway.limiter.bucket(("", "us-east-1", "AssociateIamInstanceProfile"))
-    assert bucket.rate == pytest.approx(1000 * DECREASE, rel=0.01) and bucket.epoch == 1
+    # halved, then refilled additively with the time the test took (seconds on a loaded machine)
+    assert 1000 * DECREASE <= bucket.rate < 1000 and bucket.epoch == 1
 
 
 @pytest.mark.parametrize("fault", [THROTTLED, UNAVAILABLE])

@@ -36,6 +36,8 @@ DECIDED = {  # CONTRACT.md: family name -> type
     "workqueue_retries": "counter",
     "workqueue_queue_duration_seconds": "histogram",
     "workqueue_work_duration_seconds": "histogram",
+    "workqueue_unfinished_work_seconds": "gauge",
+    "workqueue_longest_running_processor_seconds": "gauge",
     "leader_election_master_status": "gauge",
     "ipo_ec2_requests": "counter",
     "ipo_ec2_request_duration_seconds": "histogram",
@@ -44,6 +46,14 @@ DECIDED = {  # CONTRACT.md: family name -> type
     "ipo_events": "counter",
     "ipo_resyncs": "counter",
     "ipo_resync_failures": "counter",
+    # prometheus_client's process and platform collectors
+    "process_virtual_memory_bytes": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_cpu_seconds": "counter",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "python_info": "gauge",
 }
 
 
@@ -191,6 +201,32 @@ async def test_queue_hooks_count_adds_and_time_waiting_and_working():
     assert value(metrics, "workqueue_work_duration_seconds_count", name=CONTROLLER) == 1
 
 
+async def test_work_in_process_is_unfinished_work_and_the_longest_runs_longest():
+    """controller-runtime's meaning: seconds of work in process not yet observed by work_duration."""
+    metrics, clock = Metrics(), FakeClock()
+    queue: WorkQueue[str] = WorkQueue(clock, metrics.queue)
+    metrics.controller = SimpleNamespace(queue=queue, registry=SimpleNamespace(keys=lambda: (), get=None),
+                                         writer=SimpleNamespace(status_patches=0, events_recorded=0), resyncs=0)
+    queue.add("a")
+    queue.add("b")
+    assert await asyncio.wait_for(queue.get(), 1) == "a"
+    clock.advance(3)
+    assert await asyncio.wait_for(queue.get(), 1) == "b"
+    clock.advance(2)
+    assert value(metrics, "workqueue_unfinished_work_seconds", name=CONTROLLER) == 7
+    assert value(metrics, "workqueue_longest_running_processor_seconds", name=CONTROLLER) == 5
+    queue.done("a")
+    queue.done("b")
+    assert value(metrics, "workqueue_unfinished_work_seconds", name=CONTROLLER) == 0
+    assert value(metrics, "workqueue_longest_running_processor_seconds", name=CONTROLLER) == 0
+
+
+def test_the_process_and_platform_are_served():
+    metrics = Metrics()
+    assert value(metrics, "process_resident_memory_bytes") > 0
+    assert value(metrics, "process_cpu_seconds_total") > 0
+
+
 async def test_served_from_the_event_loop_in_the_text_format():
     metrics, port = Metrics(), free_port()
     metrics.leading(True)
@@ -203,6 +239,20 @@ async def test_served_from_the_event_loop_in_the_text_format():
     finally:
         await runner.cleanup()
     assert f'leader_election_master_status{{name="{LEASE}"}} 1.0' in text.splitlines()
+
+
+async def test_readiness_follows_what_the_replica_can_answer():
+    port, answering = free_port(), {"admission": False}
+    runner = await serve(Metrics(), f"127.0.0.1:{port}", lambda: answering["admission"])
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 503
+            answering["admission"] = True
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
 
 
 async def test_gateway_counts_each_request_by_outcome():

@@ -6,7 +6,7 @@ import pytest
 
 from instance_profile_operator.core.api import Reason
 from instance_profile_operator.core.decision import Associate, InSync, Settling
-from instance_profile_operator.core.faults import FaultKind
+from instance_profile_operator.core.faults import USER_FAULTS, FaultKind
 from instance_profile_operator.core.model import Association, AssociationState as A, Binding, Desired, ProfileRef, Target
 from instance_profile_operator.bindings.outcomes import VISIBILITY_GRACE, Outcomes
 from instance_profile_operator.settings import Settings
@@ -78,3 +78,16 @@ def test_forget_drops_what_was_made(outcomes):
     outcomes.succeeded(binding(), DESIRED, Associate(DESIRED.profile), association("iip-assoc-new"))
     outcomes.forget(binding().key)
     assert outcomes.made(binding().key) is None
+
+
+@pytest.mark.parametrize(("kind", "erring"), [(kind, kind not in USER_FAULTS) for kind in FaultKind])
+def test_only_failures_to_talk_to_aws_count_as_reconcile_errors(outcomes, kind, erring):
+    """A user's mistake (an instance that is not there) is in the status, not in reconcile_errors."""
+    outcomes.failed(binding(), kind, "message")
+    assert outcomes.failing(binding().key) and outcomes.erring(binding().key) is erring
+
+
+def test_user_faults_are_what_users_write():
+    assert {FaultKind.INSTANCE_NOT_FOUND, FaultKind.PROFILE_NOT_FOUND} <= USER_FAULTS
+    assert not {FaultKind.THROTTLED, FaultKind.UNAVAILABLE, FaultKind.ACCESS_DENIED,
+                FaultKind.CREDENTIALS_UNAVAILABLE} & USER_FAULTS

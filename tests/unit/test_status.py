@@ -8,7 +8,7 @@ import pytest
 
 from instance_profile_operator.core.api import READY, RECONCILING, STALLED, Reason
 from instance_profile_operator.core.model import Association, AssociationState
-from instance_profile_operator.core.status import Report, differs, render, still_true, was_ready
+from instance_profile_operator.core.status import Report, account_of, differs, render, still_true, was_ready
 
 EARLIER = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 EARLIER_TEXT = "2025-01-01T12:00:00Z"
@@ -251,3 +251,23 @@ def test_a_report_that_does_not_know_the_association_keeps_the_whole_record():
 def test_still_true(recorded, ready_generation, observed, expected):
     status = {"associationId": recorded, "conditions": [condition(READY, "True", generation=ready_generation)]}
     assert still_true(status, 3, observed) is expected
+
+
+@pytest.mark.parametrize(("arn", "account"), [
+    ("arn:aws:iam::444455556666:role/ipo", "444455556666"),
+    ("arn:aws-cn:iam::123456789012:instance-profile/team-a/web", "123456789012"),
+    ("arn:aws:iam:::role/x", None),
+    ("not-an-arn", None),
+    (None, None),
+])
+def test_account_of_an_arn(arn, account):
+    assert account_of(arn) == account
+
+
+def test_the_account_is_the_roles_else_the_profiles():
+    own = render({}, 1, "us-east-1", Report(Reason.ASSOCIATED, "m", ready=True, association=ASSOCIATION), NOW)
+    assert own["account"] == ASSOCIATION.profile_arn.split(":")[4]
+    other = render({}, 1, "us-east-1", Report(Reason.ASSOCIATED, "m", ready=True, association=ASSOCIATION), NOW,
+                   role_arn="arn:aws:iam::444455556666:role/ipo")
+    assert other["account"] == "444455556666"
+    assert render({}, 1, "us-east-1", Report(Reason.INSTANCE_NOT_FOUND, "m"), NOW)["account"] is None

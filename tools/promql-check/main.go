@@ -2,11 +2,13 @@
 // Prometheus' own PromQL parser and exits non-zero on the first expression that fails.
 //
 // A file holds either a rule file's "groups" or a PrometheusRule object's "spec.groups".
+// With -metrics first, it also prints the metric name of every selector, one per line.
 package main
 
 import (
 	"fmt"
 	"os"
+	"sort"
 
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
@@ -28,7 +30,17 @@ type ruleFile struct {
 	Spec       ruleGroups `yaml:"spec"`
 }
 
-func check(path string, promql parser.Parser) (int, error) {
+// selected adds the metric name of every vector selector in expr to names.
+func selected(expr parser.Expr, names map[string]bool) {
+	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+		if selector, ok := node.(*parser.VectorSelector); ok && selector.Name != "" {
+			names[selector.Name] = true
+		}
+		return nil
+	})
+}
+
+func check(path string, promql parser.Parser, names map[string]bool) (int, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
@@ -44,9 +56,11 @@ func check(path string, promql parser.Parser) (int, error) {
 			if rule.Expr == "" {
 				return checked, fmt.Errorf("%s: group %q rule %q: no expr", path, group.Name, name)
 			}
-			if _, err := promql.ParseExpr(rule.Expr); err != nil {
+			expr, err := promql.ParseExpr(rule.Expr)
+			if err != nil {
 				return checked, fmt.Errorf("%s: group %q rule %q: %w", path, group.Name, name, err)
 			}
+			selected(expr, names)
 			checked++
 		}
 	}
@@ -57,17 +71,33 @@ func check(path string, promql parser.Parser) (int, error) {
 }
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: promql-check RULE_FILE...")
+	paths := os.Args[1:]
+	metrics := len(paths) > 0 && paths[0] == "-metrics"
+	if metrics {
+		paths = paths[1:]
+	}
+	if len(paths) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: promql-check [-metrics] RULE_FILE...")
 		os.Exit(2)
 	}
 	promql := parser.NewParser(parser.Options{})
-	for _, path := range os.Args[1:] {
-		checked, err := check(path, promql)
+	names := map[string]bool{}
+	for _, path := range paths {
+		checked, err := check(path, promql, names)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		fmt.Printf("%s: %d expressions parse\n", path, checked)
+	}
+	if metrics {
+		sorted := make([]string, 0, len(names))
+		for name := range names {
+			sorted = append(sorted, name)
+		}
+		sort.Strings(sorted)
+		for _, name := range sorted {
+			fmt.Printf("metric %s\n", name)
+		}
 	}
 }

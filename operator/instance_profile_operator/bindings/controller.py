@@ -170,7 +170,7 @@ class Controller:
                 with on_behalf_of(key[0]):  # its EC2 calls take their namespace's turn
                     delay = await self.reconcile(key)
                 self._crashes.pop(key, None)
-                result = reconcile_result(delay, failed=self.outcomes.failing(key))
+                result = reconcile_result(delay, failed=self.outcomes.erring(key))
             except Exception as error:  # the API server or a bug: say so, back off, never stop the worker
                 attempt = self._crashes[key] = self._crashes.get(key, 0) + 1
                 delay = backoff(attempt - 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds)

@@ -28,7 +28,7 @@ from ..runtime.workqueue import KeyLocks, backoff
 from ..settings import Settings
 from .outcomes import Outcomes
 from .registry import Key
-from .uninstall import release_on_uninstall
+from .uninstall import Releases
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -54,13 +54,14 @@ class Finalizer:
         self._locks = locks
         self._outcomes = outcomes
         self._publish = publish
+        self.releases = Releases(writer)  # uninstall's, shared with the Uninstaller's sweep
 
     async def finalize(self, body: Mapping[str, Any], retry: int) -> None:
         """Undo the binding's record in EC2 before the finalizer goes; raises RetryLater to be called again."""
         binding = Binding.from_body(body)
         await self._warn_of_bookkeeping_annotations(binding, body)
         if await self.writer.crd_deleting():
-            await release_on_uninstall(self.writer, binding)
+            await self.releases.release(binding)
             return
         async with self._locks.hold(binding.key):
             current = await self.writer.binding(binding.namespace, binding.name)  # the status as last written
@@ -73,6 +74,11 @@ class Finalizer:
                         f"deletionPolicy Retain: left association {record.association_id}")))
                 log.info("%s: finalized (deletionPolicy is Retain)", binding.ref)
                 return
+            if records and not retry:  # kubectl shows it going, not Ready (kstatus: Terminating)
+                removing = ", ".join(record.association_id for record in records)
+                await self._publish(current, records[0].region, Report(
+                    Reason.DELETING, f"binding deleted: removing association {removing}", reconciling=True,
+                    association_known=False))
             for record in records:
                 await self._remove(current, record, retry)
         log.info("%s: finalized (%s)", binding.ref, f"{len(records)} recorded association(s) handled" if records else "nothing recorded")

@@ -13,7 +13,7 @@ from ..core import status
 from ..core.api import Reason
 from ..core.custody import Made
 from ..core.decision import Action, Associate, Disassociate, InSync, Replace, Settling, is_adoption, is_drift
-from ..core.faults import POLICIES, FaultKind, stalled_and_next_try
+from ..core.faults import POLICIES, USER_FAULTS, FaultKind, stalled_and_next_try
 from ..core.model import Association, AssociationState, Binding, Desired
 from ..core.policy import Denied
 from ..core.status import Report
@@ -63,6 +63,11 @@ class Outcomes:
     def failing(self, key: Key) -> bool:
         """Whether the binding waits out a failure's backoff (a resync leaves it alone)."""
         return key in self._failures
+
+    def erring(self, key: Key) -> bool:
+        """Whether the binding waits out a failure to talk to AWS (not a user's mistake its status reports)."""
+        failure = self._failures.get(key)
+        return failure is not None and failure.kind not in USER_FAULTS
 
     def settling(self, key: Key) -> bool:
         """Whether the binding's next look is a check that EC2 has settled."""

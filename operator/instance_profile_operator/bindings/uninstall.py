@@ -3,9 +3,10 @@ Kubernetes deletes every binding, and the operator lets them go without touching
 their ``deletionPolicy``: every association stays as it is.
 
 Two paths lead here. A binding whose finalizer runs while the CRD has a ``deletionTimestamp``
-is released by the finalizer (``release_on_uninstall``). And since kopf stops serving a resource
-whose CRD is terminating (its API no longer offers ``patch``), the ``Uninstaller`` also sweeps
-every binding that still carries the finalizer, so the CRD deletion completes.
+is released by the finalizer. And since kopf stops serving a resource whose CRD is terminating
+(its API no longer offers ``patch``), the ``Uninstaller`` also sweeps every binding that still
+carries the finalizer, so the CRD deletion completes. Both go through one ``Releases``, so a
+binding both reach gets one ``Released`` Event, and the count logged is of both paths.
 """
 
 from __future__ import annotations
@@ -25,17 +26,32 @@ MESSAGE = ("the InstanceProfileBinding CRD is being deleted (an uninstall): the 
            "without touching EC2, so the instance keeps its instance profile")
 
 
-async def release_on_uninstall(writer: KubeWriter, binding: Binding) -> None:
-    """Record why the binding goes without an EC2 call (its finalizer is then removed)."""
-    await writer.record(binding, Event("Normal", Reason.RELEASED, MESSAGE))
+class Releases:
+    """Bindings let go on uninstall, each told once why it goes without an EC2 call."""
+
+    def __init__(self, writer: KubeWriter):
+        self.writer = writer
+        self._released: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._released)
+
+    async def release(self, binding: Binding) -> bool:
+        """Record the ``Released`` Event, unless the other path did already (the finalizer goes next)."""
+        if binding.uid in self._released:
+            return False
+        self._released.add(binding.uid)
+        await self.writer.record(binding, Event("Normal", Reason.RELEASED, MESSAGE))
+        return True
 
 
 class Uninstaller:
     """Watches the CRD; once it is being deleted, releases every binding still finalized."""
 
-    def __init__(self, writer: KubeWriter, namespaces: tuple[str, ...], forget_all: Callable[[], None],
+    def __init__(self, releases: Releases, namespaces: tuple[str, ...], forget_all: Callable[[], None],
                  retry_base: float = 1.0, retry_max: float = 30.0):
-        self._writer = writer
+        self._releases = releases
+        self._writer = releases.writer
         self._namespaces = namespaces
         self._forget_all = forget_all
         self._retry = (retry_base, retry_max)
@@ -56,10 +72,12 @@ class Uninstaller:
         while True:
             try:
                 bindings = await self._writer.finalized_bindings(self._namespaces)
+                swept = 0
                 for binding in bindings:
-                    await release_on_uninstall(self._writer, binding)
+                    swept += await self._releases.release(binding)
                     await self._writer.remove_finalizer(binding)
-                log.info("released %d bindings on uninstall", len(bindings))
+                log.info("released %d bindings on uninstall (%d by this sweep, the rest by their finalizer)",
+                         len(self._releases), swept)
                 return
             except Exception as error:  # the API server may be busy deleting: keep at it
                 delay = backoff(attempt, *self._retry)

@@ -40,4 +40,5 @@ class Reason:
     POLICY_DENIED = "PolicyDenied"
     INTERNAL_ERROR = "InternalError"
     RELEASED = "Released"
+    DELETING = "Deleting"
     ANNOTATION_IGNORED = "AnnotationIgnored"

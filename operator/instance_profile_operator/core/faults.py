@@ -52,6 +52,11 @@ POLICIES: dict[FaultKind, Policy] = {
     FaultKind.CREDENTIALS_UNAVAILABLE: Policy(Reason.CREDENTIALS_UNAVAILABLE, 0, 0.0),
     FaultKind.UNKNOWN_REGION: Policy(Reason.INVALID_SPEC, 0, 0.0),
 }
+# Faults of what a user wrote (an instance, profile or region that is not there, a request EC2
+# refuses for its content), which the binding's status reports: the operator talked to AWS fine.
+USER_FAULTS = frozenset({FaultKind.INSTANCE_NOT_FOUND, FaultKind.INSTANCE_NOT_READY, FaultKind.PROFILE_NOT_FOUND,
+                         FaultKind.INVALID_REQUEST, FaultKind.UNKNOWN_REGION})
+
 
 def stalled_and_next_try(policy: Policy, since: float, now: float, backoff_delay: float) -> tuple[bool, float]:
     """Whether a fault that persists since ``since`` counts as Stalled at ``now``, and when to try

@@ -73,11 +73,18 @@ def render(previous: Mapping[str, Any], generation: int, region: str, report: Re
             region = previous.get("region") or region
     return {
         **observed,
+        "account": account_of(observed["roleArn"] or (observed["instanceProfile"] or {}).get("arn")),
         "region": region,
         "observedGeneration": generation,
         "conditions": conditions,
         "lastSyncTime": timestamp(now),
     }
+
+
+def account_of(arn: str | None) -> str | None:
+    """The account ID an ARN names (``arn:partition:service:region:account:resource``)."""
+    parts = (arn or "").split(":")
+    return parts[4] or None if len(parts) > 5 else None
 
 
 def differs(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

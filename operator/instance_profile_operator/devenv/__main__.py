@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                              help="with a real node: containerd, kubelet, kube-scheduler (needs root)")
     demo_parser = commands.add_parser("demo", help="environment + CRD + operator + examples, in the foreground")
     demo_parser.add_argument("--dir", type=Path, default=None, help="state directory (default: a temporary one)")
+    demo_parser.add_argument("--tenancy", action="store_true",
+                             help="also docs/tenancy.md's two teams: examples/tenancy/ in the demo's account and a second one")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build.ensure_built(node=args.node))
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(args.dir.resolve(), args.node)
     from .demo import demo
 
-    return demo(args.dir)
+    return demo(args.dir, args.tenancy)
 
 
 if __name__ == "__main__":

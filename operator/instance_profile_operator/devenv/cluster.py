@@ -194,7 +194,10 @@ class DevEnv:
         tokens_file.chmod(0o600)
         (d / "audit-policy.yaml").write_text(AUDIT_POLICY)
         audit_log = d / "logs" / "audit.log"
-        node_flags = ["--authorization-mode=Node,RBAC", "--kubelet-preferred-address-types=InternalIP"] \
+        # With a node, the API server reaches Services through their endpoints (pod IPs on the bridge):
+        # a webhook's Service and the service proxy answer with no kube-proxy and no rule on the host.
+        node_flags = ["--authorization-mode=Node,RBAC", "--kubelet-preferred-address-types=InternalIP",
+                      "--enable-aggregator-routing=true"] \
             if self.node else ["--authorization-mode=RBAC"]
         self._spawn("kube-apiserver", [
             str(bins / "kube-apiserver"),

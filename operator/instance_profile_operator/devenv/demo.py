@@ -1,6 +1,7 @@
 """The main job on the embedded default: a local control plane and EC2 endpoint, the CRDs, the
 demo's tenancy policy and admission webhook, the operator in the foreground, and the bindings of
-``examples/``. Ctrl-C stops everything."""
+``examples/``; with ``tenancy``, docs/tenancy.md's two teams too (``examples/tenancy/``, instances
+in the demo's account and a second one). Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from pathlib import Path
 from . import prerequisites
 from .cluster import DevEnv, Endpoints, _die_with_parent, wait_until
 from .prerequisites import REPO, kubectl
-from .seed import seed
+from .seed import seed, seed_teams
 
 ALL_READY = "All example bindings are Ready."
+TEAMS_READY = "Both teams' bindings are Ready."
+TENANCY = REPO / "examples" / "tenancy"
+TEAM_NAMESPACES = ("team-a", "team-b")
 
 
 def _listening(host: str, port: int) -> bool:
@@ -29,11 +33,10 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
-def _all_ready(endpoints: Endpoints) -> bool:
-    done = subprocess.run([f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}", "wait",
-                           "--for=condition=Ready", "ipb", "--all", "-n", "default", "--timeout=2s"],
-                          capture_output=True, timeout=30)
-    return done.returncode == 0
+def _all_ready(endpoints: Endpoints, *namespaces: str) -> bool:
+    return all(subprocess.run([f"{endpoints.bin_dir}/kubectl", f"--kubeconfig={endpoints.kubeconfig}", "wait",
+                               "--for=condition=Ready", "ipb", "--all", "-n", namespace, "--timeout=2s"],
+                              capture_output=True, timeout=30).returncode == 0 for namespace in namespaces)
 
 
 def another_terminal(endpoints: Endpoints) -> str:
@@ -51,13 +54,27 @@ def _say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def _run(directory: Path) -> int:
+def _teams(endpoints: Endpoints, operator: subprocess.Popen) -> None:
+    _say("Applying examples/tenancy/: two teams' namespaces, policies, tenant RBAC and bindings")
+    print(kubectl(endpoints, "apply", "-f", str(TENANCY)), end="")
+    started = time.monotonic()
+    wait_until(lambda: _all_ready(endpoints, *TEAM_NAMESPACES), 120, "the teams' bindings to be Ready", {"operator": operator})
+    _say(f"{TEAMS_READY} ({time.monotonic() - started:.1f} s)")
+    print("    Try what docs/tenancy.md says a tenant cannot do, as team A's user:\n"
+          "    kubectl --as alice -n team-b get ipb                  # forbidden: not its namespace\n"
+          "    kubectl --as alice get ipp                            # allowed: policies are readable\n"
+          "    kubectl --as alice -n team-a patch ipb web --subresource status --type merge -p '{\"status\":{}}'  # forbidden")
+
+
+def _run(directory: Path, tenancy: bool = False) -> int:
     env = DevEnv(directory)
     operator: subprocess.Popen | None = None
     try:
         _say("Starting etcd, kube-apiserver and the local EC2 endpoint (moto)")
         endpoints = env.start()
         instances = seed(endpoints.ec2_endpoint_url, endpoints.region)
+        if tenancy:
+            instances.update(seed_teams(endpoints.ec2_endpoint_url, endpoints.region))
         print(f"    instances: {', '.join(f'{name}={iid}' for name, iid in instances.items())}")
         _say("Installing the CRDs, the tenancy policy of examples/policies/ and the admission webhook")
         webhook_env = prerequisites.install(endpoints, directory, failure_policy="Fail")
@@ -72,8 +89,10 @@ def _run(directory: Path) -> int:
         _say("Applying examples/")
         print(kubectl(endpoints, "apply", "-n", "default", "-f", str(REPO / "examples")), end="")
         started = time.monotonic()
-        wait_until(lambda: _all_ready(endpoints), 120, "the example bindings to be Ready", {"operator": operator})
+        wait_until(lambda: _all_ready(endpoints, "default"), 120, "the example bindings to be Ready", {"operator": operator})
         _say(f"{ALL_READY} ({time.monotonic() - started:.1f} s)")
+        if tenancy:
+            _teams(endpoints, operator)
         print(kubectl(endpoints, "get", "ipb", "-A", "-o", "wide"), flush=True)
         print(another_terminal(endpoints), flush=True)
         operator.wait()
@@ -91,8 +110,8 @@ def _run(directory: Path) -> int:
         print("\nStopped.", flush=True)
 
 
-def demo(directory: Path | None) -> int:
+def demo(directory: Path | None, tenancy: bool = False) -> int:
     if directory is not None:
-        return _run(directory)
+        return _run(directory, tenancy)
     with tempfile.TemporaryDirectory(prefix="ipo-demo-") as temporary:
-        return _run(Path(temporary))
+        return _run(Path(temporary), tenancy)

@@ -33,9 +33,9 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def generate(directory: Path, ip_addresses: tuple[str, ...] = ()) -> Credentials:
-    """Write a CA, a certificate for 127.0.0.1/localhost (and ``ip_addresses``) signed by it, and
-    an RSA key pair."""
+def generate(directory: Path, ip_addresses: tuple[str, ...] = (), dns_names: tuple[str, ...] = ()) -> Credentials:
+    """Write a CA, a certificate for 127.0.0.1/localhost (and ``ip_addresses``, ``dns_names``)
+    signed by it, and an RSA key pair."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
     not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=7)
@@ -65,6 +65,7 @@ def generate(directory: Path, ip_addresses: tuple[str, ...] = ()) -> Credentials
     alt_names = [
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes.default.svc"),
+        *(x509.DNSName(name) for name in dns_names),
         *(x509.IPAddress(ipaddress.ip_address(address)) for address in ("127.0.0.1", *ip_addresses)),
     ]
     serving_cert = (

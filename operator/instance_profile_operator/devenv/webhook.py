@@ -28,6 +28,9 @@ webhooks:
     failurePolicy: $failure_policy
     timeoutSeconds: 5
     matchPolicy: Equivalent
+    matchConditions:            # what the webhook judges; metadata-only updates (finalizers) never depend on it
+      - name: creates-and-spec-changes
+        expression: "request.operation == 'CREATE' || object.spec != oldObject.spec"
     clientConfig:
       url: $url
       caBundle: $ca_bundle

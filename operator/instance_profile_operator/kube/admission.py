@@ -9,21 +9,23 @@ its port cannot make the operator spend its EC2 budget nor learn an instance's t
 tags are checked at reconcile time, before any change (docs/tenancy.md). Deleting bindings and
 updates that leave the spec alone (finalizers, annotations) are always admitted, so a binding
 that lost its policy can still be cleaned up. The webhook configuration is installed by whoever
-installs the operator (docs/tenancy.md); the operator serves it with kopf's WebhookServer.
+installs the operator (docs/tenancy.md). Every replica serves it (kopf's WebhookServer, outside
+kopf's operator), from a policy book of its own (kube/bookwatch.py): admission needs no leadership.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping
 
 import kopf
 
-from ..core.api import GROUP, PLURAL, VERSION
 from ..core.model import Binding, InvalidSpec
 from ..core.policy import Denied
 from ..core.policybook import PolicyBook
 
 WEBHOOK_ID = "tenancy"  # kopf serves the handler at https://HOST:PORT/tenancy
+log = logging.getLogger(__name__)
 
 
 def needs_review(operation: str | None, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
@@ -53,18 +55,29 @@ def webhook_server(address: str, certfile: str, keyfile: str) -> kopf.WebhookSer
     return kopf.WebhookServer(addr=host or None, port=int(port), host=host or None, certfile=certfile, pkeyfile=keyfile)
 
 
-def register_admission(registry: kopf.OperatorRegistry, book_provider: Callable[[], PolicyBook | None],
-                       default_region: str) -> None:
-    """Register the validating handler; ``book_provider`` returns None until the book is filled
-    (bindings are admitted meanwhile). Configure ``settings.admission.server`` with
-    ``webhook_server`` and leave ``settings.admission.managed`` unset."""
+async def serve_admission(server: kopf.WebhookServer, book_provider: Callable[[], PolicyBook | None],
+                          default_region: str) -> None:
+    """Serve admission reviews until cancelled, with kopf's HTTPS server (which reloads a renewed
+    certificate) and none of kopf's operator: it runs on every replica, leader or standby.
+    ``book_provider`` returns None until the book is filled (bindings are admitted meanwhile)."""
 
-    @kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_ID, registry=registry, operations=["CREATE", "UPDATE"],
-                      side_effects=False)
-    async def validate(body: kopf.Body, old: kopf.BodyEssence | None, operation: str | None, **_: Any) -> None:
-        book = book_provider()
-        if book is None or not needs_review(operation, body, old):
-            return
-        message = rejection(body, book, default_region)
-        if message is not None:
-            raise kopf.AdmissionError(message, code=403)
+    async def respond(request: Mapping[str, Any], **_: Any) -> dict[str, Any]:
+        answer = review(request, book_provider(), default_region)
+        if not answer["response"]["allowed"]:  # the webhook working as designed, not failing
+            log.info("Webhook %r refused the request: %s", WEBHOOK_ID, answer["response"]["status"]["message"])
+        return answer
+
+    async for _ in server(respond):  # type: ignore[arg-type]
+        pass
+
+
+def review(request: Mapping[str, Any], book: PolicyBook | None, default_region: str) -> dict[str, Any]:
+    """The AdmissionReview (admission.k8s.io/v1) that answers ``request``."""
+    asked = request.get("request") or {}
+    message = None
+    if book is not None and needs_review(asked.get("operation"), asked.get("object") or {}, asked.get("oldObject")):
+        message = rejection(asked["object"], book, default_region)
+    response: dict[str, Any] = {"uid": asked.get("uid", ""), "allowed": message is None}
+    if message is not None:
+        response["status"] = {"code": 403, "message": message}
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}

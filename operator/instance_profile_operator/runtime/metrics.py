@@ -10,7 +10,7 @@ keeps) are read from the controller at scrape time, inside the event loop that o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import prometheus_client
 from aiohttp import web
@@ -40,7 +40,8 @@ EC2_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 
 
 def reconcile_result(requeue: float | None, failed: bool) -> str:
-    """controller-runtime's result label of one reconcile."""
+    """controller-runtime's result label of one reconcile; ``failed`` is a failure to talk to AWS
+    or Kubernetes, not a user's mistake that the binding's status reports (that is a requeue)."""
     if failed:
         return "error"
     if requeue is None:
@@ -89,24 +90,33 @@ class _ControllerState(Collector):
     @staticmethod
     def _families(controller: Controller | None) -> Iterator[Metric]:
         depth = GaugeMetricFamily("workqueue_depth", "Current depth of the work queue.", labels=["name"])
+        unfinished = GaugeMetricFamily(
+            "workqueue_unfinished_work_seconds", "How many seconds of work has been done that is in progress and "
+            "hasn't been observed by work_duration. Large values indicate stuck threads.", labels=["name"])
+        longest = GaugeMetricFamily("workqueue_longest_running_processor_seconds", "How many seconds has the longest "
+                                    "running processor for workqueue been running.", labels=["name"])
         bindings = GaugeMetricFamily("ipo_bindings", "InstanceProfileBindings by the reason of their Ready condition.",
                                      labels=["reason", "stalled"])
         patches = CounterMetricFamily("ipo_status_patches", "Status subresource PATCH requests.")
         events = CounterMetricFamily("ipo_events", "Events created or counted again.")
         resyncs = CounterMetricFamily("ipo_resyncs", "Completed periodic resyncs.")
         if controller is None:
-            depth.add_metric([CONTROLLER], 0)
+            for family in (depth, unfinished, longest):
+                family.add_metric([CONTROLLER], 0)
             for family in (patches, events, resyncs):
                 family.add_metric([], 0)
         else:
             depth.add_metric([CONTROLLER], len(controller.queue))
+            running = controller.queue.running()
+            unfinished.add_metric([CONTROLLER], sum(running))
+            longest.add_metric([CONTROLLER], max(running, default=0.0))
             statuses = (b.status for b in map(controller.registry.get, controller.registry.keys()) if b is not None)
             for (reason, stalled), count in sorted(bindings_by_state(statuses).items()):
                 bindings.add_metric([reason, stalled], count)
             patches.add_metric([], controller.writer.status_patches)
             events.add_metric([], controller.writer.events_recorded)
             resyncs.add_metric([], controller.resyncs)
-        yield from (depth, bindings, patches, events, resyncs)
+        yield from (depth, unfinished, longest, bindings, patches, events, resyncs)
 
 
 class Metrics:
@@ -144,6 +154,9 @@ class Metrics:
                                  "Describes of one account (role ARN, or own) and region that failed in a resync or "
                                  "the start-up listing; its bindings show the fault.", ["account", "region"], registry=r)
         r.register(_ControllerState(self))
+        # the process's CPU, memory and file descriptors, and the Python build: what Go operators' dashboards show
+        prometheus_client.ProcessCollector(registry=r)
+        prometheus_client.PlatformCollector(registry=r)
 
         for result in RESULTS:  # controller-runtime starts these at zero so that rate() sees the first one
             self.reconciles.labels(CONTROLLER, result)
@@ -184,15 +197,20 @@ class Metrics:
         return prometheus_client.generate_latest(self.registry)
 
 
-async def serve(metrics: Metrics, address: str) -> web.AppRunner:
-    """Serve ``/metrics`` on ``host:port`` inside the running event loop; return the runner to clean up."""
+async def serve(metrics: Metrics, address: str, ready: Callable[[], bool] = lambda: True) -> web.AppRunner:
+    """Serve ``/metrics`` and ``/readyz`` (200 when ``ready()``, else 503) on ``host:port`` inside the
+    running event loop; return the runner to clean up. A standby is ready too: it serves both."""
     host, _, port = address.rpartition(":")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ok") if ready() else web.Response(status=503, text="admission not ready")
 
     async def scrape(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/metrics", scrape)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()

@@ -96,6 +96,11 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def running(self) -> list[float]:
+        """Seconds each key taken and not yet done has been in process, now."""
+        now = self._clock()
+        return [now - started for started in self._started.values()]
+
     def add(self, key: K, delay: float = 0.0, priority: Priority = Priority.USER) -> None:
         """Queue ``key``; if it is queued already, the earlier due time and higher priority win."""
         due = self._clock() + max(0.0, delay)
