@@ -18,6 +18,7 @@ from .aws.ec2 import Ec2Gateway
 from .aws.ratelimit import RateLimiter
 from .bindings.controller import Controller
 from .bindings.finalizer import RetryLater
+from .bindings.standby import WarmStandby
 from .bindings.uninstall import Uninstaller
 from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
 from .core.tenancy import Tenancy
@@ -93,7 +94,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
 
 
-def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
+def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | None = None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
@@ -115,10 +116,13 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, limiter=limiter,
                              accounts=Accounts(region=config.region), account_of=tenancy.account_of, metrics=metrics)
         holder["tenancy"] = tenancy
-        holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics)
+        known = standby.hand_over() if standby is not None else None
+        holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics, registry=known)
         metrics.attach(controller)
         holder["uninstaller"] = Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all)
         await controller.start()
+        if known is not None:
+            controller.take_over()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
