@@ -28,6 +28,7 @@ from .settings import Settings
 
 
 WATCH_HANDLER = "watch"
+LISTING_CHUNK = 500
 QUIET_HANDLERS = (WATCH_HANDLER, "crd", "policy", "namespace")
 
 
@@ -92,6 +93,9 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.queueing.idle_timeout = 1.0  # kopf's worker per object, and the event it holds, go after 1 s idle, not 5
     settings.watching.client_timeout = 330
+    # The start-up listing in pages, each handed to the per-object workers before the next is read,
+    # rather than 10,000 bindings' bodies (managedFields included) parsed and held at once.
+    settings.watching.chunk_size = LISTING_CHUNK
 
 
 def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | None = None) -> kopf.OperatorRegistry:
