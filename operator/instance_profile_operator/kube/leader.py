@@ -159,7 +159,7 @@ class Elector:
 
     async def acquire(self, stop: asyncio.Event, standing_by: Callable[[], None] = lambda: None) -> bool:
         """Try every retry period until the Lease is ours (True) or ``stop`` is set (False);
-        ``standing_by`` is called once the Lease is found held by another."""
+        ``standing_by`` is called once, after the first attempt that does not win it."""
         log.info("standing by: waiting to hold Lease %s as %s", self.ref, self.identity)
         first = True
         while not await self.try_acquire_or_renew():
@@ -237,7 +237,7 @@ def _exit_at_once(code: int) -> None:
 
 async def run_elected(elector: Elector, operate: Callable[[], Awaitable[None]], liveness_endpoint: str | None,
                       standing_by: Callable[[], None] = lambda: None) -> None:
-    """Stand by until elected (``standing_by`` once another holds the Lease), then ``operate()``
+    """Stand by until elected (``standing_by`` once the Lease is not won at once), then ``operate()``
     (kopf) while renewing the Lease.
 
     SIGTERM/SIGINT stop a standby at once and a leader gracefully (kopf's own signal handling),
