@@ -39,6 +39,7 @@ def crd(devenv: Endpoints) -> None:
             "crd/instanceprofilebindings.ec2.instanceprofiles.dev")
     wait_for(lambda: kubectl(devenv, "explain", "ipb.spec", check=False).returncode == 0, what="the CRD's OpenAPI")
     kubectl(devenv, "wait", "--for=condition=Established", "--timeout=30s", "crd/instanceprofilepolicies.ec2.instanceprofiles.dev")
+    kubectl(devenv, "wait", "--for=condition=Established", "--timeout=30s", "crd/instanceprofilebindingsets.ec2.instanceprofiles.dev")
     kubectl(devenv, "apply", "-f", "-", input=json.dumps(ALLOW_TESTS))
 
 

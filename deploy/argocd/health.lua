@@ -1,11 +1,16 @@
--- Argo CD health check for ec2.instanceprofiles.dev/InstanceProfileBinding.
+-- Argo CD health check for ec2.instanceprofiles.dev/InstanceProfileBinding and
+-- ec2.instanceprofiles.dev/InstanceProfileBindingSet (the same conditions, the same meaning).
 --
 -- Written for Argo CD's Lua VM (gopher-lua, Lua 5.1), where a custom check gets only the base,
 -- table and package libraries: no string.* calls and no ("..."):method() calls.
---   Healthy     Ready is True for the binding's current generation
+--   Healthy     Ready is True for the object's current generation
 --   Degraded    Stalled is True: the operator cannot make progress (its message says why)
 --   Progressing no status yet, the status is about an older generation, or Reconciling is True
-local health = {status = "Progressing", message = "Waiting for the operator to reconcile the binding"}
+local what = "binding"
+if obj.kind == "InstanceProfileBindingSet" then
+  what = "set"
+end
+local health = {status = "Progressing", message = "Waiting for the operator to reconcile the " .. what}
 
 local function find(conditions, kind)
   for _, condition in ipairs(conditions) do

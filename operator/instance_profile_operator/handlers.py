@@ -19,17 +19,19 @@ from .aws.ratelimit import RateLimiter
 from .bindings.controller import Controller
 from .bindings.finalizer import RetryLater
 from .bindings.standby import WarmStandby
-from .bindings.uninstall import Uninstaller
-from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, VERSION
+from .bindings.uninstall import SET_CHILDREN, Uninstaller
+from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, SET_CRD_NAME, SET_LABEL, SET_PLURAL, VERSION
 from .core.tenancy import Tenancy
 from .kube.writer import KubeWriter, load_api_client
 from .runtime.metrics import Metrics
+from .sets.controller import SetController
 from .settings import Settings
 
 
 WATCH_HANDLER = "watch"
 LISTING_CHUNK = 500
-QUIET_HANDLERS = (WATCH_HANDLER, "crd", "policy", "namespace")
+SET_HANDLER, CHILD_HANDLER = "set", "set-child"
+QUIET_HANDLERS = (WATCH_HANDLER, SET_HANDLER, CHILD_HANDLER, "crd", "policy", "namespace")
 
 
 class QuietWatchLog(logging.Filter):
@@ -123,14 +125,20 @@ def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | No
         known = standby.hand_over() if standby is not None else None
         holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics, registry=known)
         metrics.attach(controller)
-        holder["uninstaller"] = Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all)
+        holder["sets"] = SetController(config, gateway, writer, tenancy)
+        await holder["sets"].start()
+        holder["uninstallers"] = {u.uninstalled.crd_name: u for u in (  # by the name of the CRD each one watches
+            Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all),
+            Uninstaller(controller.finalizer.releases, config.namespaces, holder["sets"].forget_all, uninstalled=SET_CHILDREN))}
         await controller.start()
         if known is not None:
             controller.take_over()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
-        await holder["uninstaller"].stop()
+        for uninstaller in holder["uninstallers"].values():
+            await uninstaller.stop()
+        await holder["sets"].stop()
         await holder["controller"].stop()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id=WATCH_HANDLER, registry=registry)
@@ -138,18 +146,31 @@ def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | No
         holder["controller"].on_event(type, body)
 
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crd", registry=registry,
-                   when=lambda name, **_: name == CRD_NAME)
-    async def crd_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-        holder["uninstaller"].on_crd_event(type, body)
+                   when=lambda name, **_: name in (CRD_NAME, SET_CRD_NAME))
+    async def crd_changed(type: str | None, body: kopf.Body, name: str, **_: Any) -> None:
+        holder["uninstallers"][name].on_crd_event(type, body)
 
     if config.enforcing:
         @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, id="policy", registry=registry)
         async def policy_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-            holder["controller"].requeue_namespaces(holder["tenancy"].book.on_policy(type, body))
+            namespaces = holder["tenancy"].book.on_policy(type, body)
+            holder["controller"].requeue_namespaces(namespaces)
+            holder["sets"].requeue_namespaces(namespaces)
 
         @kopf.on.event("", "v1", "namespaces", id="namespace", registry=registry)
         async def namespace_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-            holder["controller"].requeue_namespaces(holder["tenancy"].book.on_namespace(type, body))
+            namespaces = holder["tenancy"].book.on_namespace(type, body)
+            holder["controller"].requeue_namespaces(namespaces)
+            holder["sets"].requeue_namespaces(namespaces)
+
+    # InstanceProfileBindingSets: the sets, and their children (bindings labelled with a set's name).
+    @kopf.on.event(GROUP, VERSION, SET_PLURAL, id=SET_HANDLER, registry=registry)
+    async def set_watched(type: str | None, body: kopf.Body, **_: Any) -> None:
+        holder["sets"].on_set(type, body)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, id=CHILD_HANDLER, registry=registry, labels={SET_LABEL: kopf.PRESENT})
+    async def child_watched(type: str | None, body: kopf.Body, **_: Any) -> None:
+        holder["sets"].on_child(type, body)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:

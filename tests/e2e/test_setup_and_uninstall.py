@@ -7,11 +7,16 @@ import json
 import subprocess
 import sys
 
+from instance_profile_operator.core.membership import child_name
+
 from ..support.kube import REPO, Bindings, kubectl, manifest
 from ..support.waiting import wait_for
 from .test_lifecycle import associations, mutations
+from .test_sets import Sets, sets, tagged, unique_tag  # noqa: F401 (fixture)
 
 BINDINGS_CRD = "crd/instanceprofilebindings.ec2.instanceprofiles.dev"
+SETS_CRD = "crd/instanceprofilebindingsets.ec2.instanceprofiles.dev"
+BINDINGS_CRD_FILE, SETS_CRD_FILE = (str(REPO / "crds" / f) for f in ("instanceprofilebinding.yaml", "instanceprofilebindingset.yaml"))
 UNSERVED = "Unresolved resources cannot be served"
 
 
@@ -30,6 +35,28 @@ def install_crd(devenv) -> None:
     kubectl(devenv, "apply", "-f", str(REPO / "crds" / "instanceprofilebinding.yaml"))
     kubectl(devenv, "wait", "--for=condition=Established", "--timeout=30s", BINDINGS_CRD)
     wait_for(lambda: kubectl(devenv, "explain", "ipb.spec", check=False).returncode == 0, what="the CRD's OpenAPI")
+
+
+def install_set_crd(devenv) -> None:
+    kubectl(devenv, "apply", "-f", SETS_CRD_FILE)
+    kubectl(devenv, "wait", "--for=condition=Established", "--timeout=30s", SETS_CRD)
+    wait_for(lambda: kubectl(devenv, "explain", "ipbs.spec", check=False).returncode == 0, what="the sets CRD's OpenAPI")
+
+
+def a_fleet_ready(sets: Sets, ec2, new_instance) -> list[str]:
+    """Two instances of a set with deletionPolicy Delete: a user's deletion would disassociate them."""
+    role = unique_tag()
+    fleet = [tagged(ec2, new_instance, role=role) for _ in range(2)]
+    sets.create("web", {"role": role}, deletionPolicy="Delete")
+    wait_for(lambda: sets.ready("web", 2), 30, "2 children Ready")
+    return fleet
+
+
+def released_once(bindings: Bindings, name: str, *crd_kinds: str) -> None:
+    """One Released Event, naming the CRD (one of ``crd_kinds``) whose deletion released it."""
+    [released] = [e for e in bindings.events(name) if e.reason == "Released"]
+    assert any(f"the {kind} CRD is being deleted" in released.message for kind in crd_kinds), released.message
+    assert "without touching EC2" in released.message and (released.count or 1) == 1
 
 
 def test_deleting_the_crd_releases_bindings_without_touching_ec2_and_serving_resumes(
@@ -123,3 +150,52 @@ def test_without_a_kubeconfig_the_operator_exits_at_once_with_one_line(tmp_path)
     assert done.returncode == 1
     assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
     assert "no Kubernetes configuration" in done.stderr and "KUBECONFIG" in done.stderr
+
+
+# Last in the module: each leaves both CRDs deleted and installed again, and kopf resumes serving a
+# re-installed CRD only if API discovery lists it by the time of the CRD's last watch event.
+def test_deleting_the_sets_crd_alone_releases_their_children_without_touching_ec2(
+        devenv, start_operator, sets: Sets, ec2, new_instance):
+    """Kubernetes deletes every set; the operator deletes their children (the garbage collector
+    retries an owner whose kind is gone until its CRD is back, then deletes them as a user would),
+    while bindings are still served: they go as for an uninstall, not a user's deletion, and the
+    CRD installed again finds none left for the garbage collector to delete later."""
+    operator = start_operator()
+    fleet = a_fleet_ready(sets, ec2, new_instance)
+    before = {i: associations(ec2, i) for i in fleet}
+    try:
+        kubectl(devenv, "delete", "-f", SETS_CRD_FILE, "--timeout=60s")
+        wait_for(lambda: all(sets.bindings.get(child_name("web", i)) is None for i in fleet), 60, "the children gone")
+    finally:
+        install_set_crd(devenv)
+    assert {i: associations(ec2, i) for i in fleet} == before
+    assert mutations(operator)["disassociate_iam_instance_profile"] == 0
+    for instance_id in fleet:
+        released_once(sets.bindings, child_name("web", instance_id), "InstanceProfileBindingSet")
+    assert operator.process.poll() is None
+
+
+def test_uninstall_as_the_readme_says_with_a_set_keeps_every_association(
+        devenv, start_operator, sets: Sets, bindings: Bindings, ec2, new_instance):
+    """kubectl delete -f crds/ deletes the bindings' CRD, then the sets' (the policies' CRD, which the
+    session's other tests need, stays): neither the set's children nor a binding touch EC2."""
+    operator = start_operator()
+    fleet = a_fleet_ready(sets, ec2, new_instance)
+    single = new_instance()
+    bindings.create(manifest("single", single))
+    wait_for(lambda: bindings.is_ready("single"), what="the binding Ready")
+    before = {i: associations(ec2, i) for i in (*fleet, single)}
+    remove_finalizers_by_hand(devenv, keep_namespace=bindings.namespace)
+    try:
+        kubectl(devenv, "delete", "-f", BINDINGS_CRD_FILE, "-f", SETS_CRD_FILE, "--timeout=60s")
+        for crd in (BINDINGS_CRD, SETS_CRD):  # the uninstall completed
+            assert kubectl(devenv, "get", crd, check=False).returncode != 0
+    finally:
+        install_crd(devenv)
+        install_set_crd(devenv)
+    assert {i: associations(ec2, i) for i in (*fleet, single)} == before
+    assert mutations(operator)["disassociate_iam_instance_profile"] == 0
+    released_once(bindings, "single", "InstanceProfileBinding")
+    for instance_id in fleet:  # whichever uninstall reached the child first: the bindings' or the sets'
+        released_once(bindings, child_name("web", instance_id), "InstanceProfileBinding", "InstanceProfileBindingSet")
+    assert operator.process.poll() is None

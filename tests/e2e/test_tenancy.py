@@ -155,6 +155,12 @@ def test_admission_rejects_what_no_policy_allows_when_the_webhook_is_on(
         allowed = apply("allowed", tagged_instance(ec2, new_instance, "d"), "web-server")
         assert allowed.returncode == 0, allowed.stderr
         wait_for(lambda: team.is_ready("allowed"), what="the allowed binding Ready")
+        denied_set = kubectl(devenv, "apply", "-n", team.namespace, "-f", "-", check=False, input=yaml.safe_dump({
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "InstanceProfileBindingSet", "metadata": {"name": "fleet"},
+            "spec": {"instanceSelector": {"tags": {"team": "d"}}, "iamInstanceProfile": {"name": "batch-worker"}}}))
+        assert denied_set.returncode != 0 and (
+            f"denied by InstanceProfilePolicy: instance profile batch-worker is not allowed in namespace {team.namespace}"
+            in denied_set.stderr), denied_set.stderr
     finally:
         kubectl(devenv, "delete", "validatingwebhookconfiguration", webhook.NAME, "--ignore-not-found")
 

@@ -240,17 +240,21 @@ def test_webhook_certificate_serves_the_webhook_service(helm, tmp_path):
     kinds = by_kind(render(helm, tmp_path, EVERY_OPTION))
     [configuration], [certificate], [issuer] = kinds["ValidatingWebhookConfiguration"], kinds["Certificate"], kinds["Issuer"]
     [service] = [s for s in kinds["Service"] if s["metadata"]["name"].endswith("-webhook")]
-    [webhook] = configuration["webhooks"]
+    bindings, sets = configuration["webhooks"]
     namespace, name = configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].split("/")
     assert (namespace, name) == (certificate["metadata"]["namespace"], certificate["metadata"]["name"])
     assert certificate["spec"]["issuerRef"] == {"name": issuer["metadata"]["name"], "kind": "Issuer"}
     assert f"{service['metadata']['name']}.{namespace}.svc" in certificate["spec"]["dnsNames"]
-    assert webhook["clientConfig"]["service"]["name"] == service["metadata"]["name"]
-    assert webhook["failurePolicy"] == "Fail" and webhook["rules"][0]["resources"] == ["instanceprofilebindings"]
+    for webhook in (bindings, sets):
+        assert webhook["clientConfig"]["service"]["name"] == service["metadata"]["name"]
+    assert [w["rules"][0]["resources"] for w in (bindings, sets)] == [["instanceprofilebindings"], ["instanceprofilebindingsets"]]
+    assert sets["clientConfig"]["service"]["path"] == bindings["clientConfig"]["service"]["path"] + "-sets"
+    assert bindings["failurePolicy"] == sets["failurePolicy"] == "Fail"
     # the matchConditions the integration tests prove (metadata-only updates never reach the webhook)
     ca_file = tmp_path / "ca.crt"
     ca_file.write_text("CA")
-    assert webhook["matchConditions"] == devenv_webhook.configuration("127.0.0.1:1", ca_file)["webhooks"][0]["matchConditions"]
+    for webhook, devenv_entry in zip((bindings, sets), devenv_webhook.configuration("127.0.0.1:1", ca_file)["webhooks"]):
+        assert webhook["matchConditions"] == devenv_entry["matchConditions"]
     pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "webhook-tls"]
     assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]

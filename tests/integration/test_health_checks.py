@@ -1,4 +1,4 @@
-"""Health of a binding as Argo CD (deploy/argocd/health.lua) and Flux (kstatus) compute it.
+"""Health of a binding or a set as Argo CD (deploy/argocd/health.lua) and Flux (kstatus) compute it.
 
 The cases are deploy/argocd/health_test.yaml, laid out like Argo CD's own health check tests.
 health.lua runs in a real Lua 5.1 with only the libraries Argo CD opens for custom checks;
@@ -30,7 +30,7 @@ CASE_IDS = [Path(case["inputPath"]).stem for case in CASES]
 KSTATUS_OF = {"Healthy": "Current", "Progressing": "InProgress", "Degraded": "Failed"}
 # kstatus calls an object with no status and no observedGeneration Current: it cannot tell a
 # custom resource nobody has looked at yet from one that needs no status.
-KSTATUS_EXCEPTIONS = {"progressing_no_status": "Current"}
+KSTATUS_EXCEPTIONS = {"progressing_no_status": "Current", "set_progressing_no_status": "Current"}
 
 
 def lua_literal(value: Any) -> str:
@@ -119,7 +119,7 @@ def test_kstatus_agrees_with_argocd(kstatus_check, case):
     assert json.loads(done.stdout)["status"] == expected
 
 
-def test_testdata_objects_are_valid_bindings_with_valid_status(devenv, namespace):
+def test_testdata_objects_are_valid_bindings_and_sets_with_valid_status(devenv, namespace):
     """The API server accepts each object, status included (checked through the status subresource)."""
     for case in CASES:
         obj = load(case)

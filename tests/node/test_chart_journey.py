@@ -182,7 +182,9 @@ def test_the_webhook_from_a_secret_with_failure_policy_fail(node_env: NodeEnv, r
         admitted = apply(node_env, manifest(f"allowed-{n}", new_instance(), {"name": "web-server"}))
         assert admitted.returncode == 0, admitted.stderr
 
-    # the README's finalizer recipe, with the operator scaled to zero and the webhook failing closed
+    # the README's finalizer recipe, with the operator scaled to zero and the webhook failing closed,
+    # on a binding the operator finalized (Ready) before it went
+    binding_ready(node_env, "allowed-0")
     kubectl(node_env.endpoints, "scale", "deployment", FULLNAME, "-n", NAMESPACE, "--replicas=0")
     wait_for(lambda: not pods(node_env), 120, "no operator pod")
     kubectl(node_env.endpoints, "delete", "ipb", "allowed-0", "-n", "default", "--wait=false")
@@ -239,10 +241,17 @@ def test_a_deleted_namespaces_bindings_follow_their_deletion_policy(node_env: No
     kubectl(node_env.endpoints, "delete", "ipp", "allow-leaving")
 
 
-def test_uninstall_as_the_readme_says_keeps_every_association(node_env: NodeEnv, ec2):
+def test_uninstall_as_the_readme_says_keeps_every_association(node_env: NodeEnv, ec2, new_instance):
+    fleet = [new_instance() for _ in range(2)]  # a set's children, deletionPolicy Delete, go with the rest
+    ec2.create_tags(Resources=fleet, Tags=[{"Key": "role", "Value": "journey-fleet"}])
+    fleet_set = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InstanceProfileBindingSet", "metadata": {"name": "fleet"},
+                 "spec": {"instanceSelector": {"tags": {"role": "journey-fleet"}}, "iamInstanceProfile": {"name": "web-server"}}}
+    assert apply(node_env, fleet_set).returncode == 0  # through the webhook (failurePolicy Fail), at /…-sets
+    kubectl(node_env.endpoints, "wait", "-n", "default", "--for=condition=Ready", "ipbs/fleet", "--timeout=120s")
     listed = json.loads(kubectl(node_env.endpoints, "get", "ipb", "-A", "-o", "json").stdout)["items"]
     instances = {b["spec"]["instanceId"] for b in listed if b["metadata"]["name"] == "web-1" or
-                 b["metadata"]["name"].startswith(("after-", "allowed-", "with-"))}
+                 b["metadata"]["name"].startswith(("after-", "allowed-", "with-", "fleet-"))}
+    assert set(fleet) <= instances
     kubectl(node_env.endpoints, "wait", "-n", "default", "--for=condition=Ready", "ipb", "--all", "--timeout=120s")
     kept = {instance_id: associations(ec2, instance_id) for instance_id in instances}
     kubectl(node_env.endpoints, "delete", "-f", str(CHART / "crds"), "--timeout=120s")

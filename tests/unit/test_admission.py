@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instance_profile_operator.kube.admission import needs_review, rejection, review
+from instance_profile_operator.kube.admission import SET_WEBHOOK_ID, WEBHOOK_ID, needs_review, rejection, review, set_rejection
 from instance_profile_operator.core.policy import Account
 from instance_profile_operator.core.policybook import PolicyBook
 
@@ -63,18 +63,36 @@ def test_a_verdict_that_hangs_on_instance_tags_is_admitted_for_the_reconcile_to_
     assert rejection(binding("team-b", profile={"name": "team-b-web"}), book, "us-east-1") is None
 
 
+def binding_set(namespace: str = "team-a", profile: dict | None = None, **extra) -> dict:
+    spec = {"instanceSelector": {"tags": {"role": "web"}}, "iamInstanceProfile": profile or {"name": "team-a-web"}, **extra}
+    return {"metadata": {"name": "s", "namespace": namespace}, "spec": spec}
+
+
+@pytest.mark.parametrize("body,expected", [
+    (binding_set(), None),
+    (binding_set(region="eu-west-1"), "denied by InstanceProfilePolicy: region eu-west-1 is not allowed for instance profile team-a-web (InstanceProfilePolicy team-a)"),
+    (binding_set(profile={"name": "team-b-web"}), "denied by InstanceProfilePolicy: instance profile team-b-web is not allowed in namespace team-a (InstanceProfilePolicy team-a)"),
+    (binding_set("empty"), "denied by InstanceProfilePolicy: no InstanceProfilePolicy selects namespace empty; see docs/tenancy.md"),
+    (binding_set("not-seen-yet"), None),
+    (binding_set(profile={}), None),  # invalid: the schema's job
+    (binding_set("team-b", profile={"name": "team-b-web"}), None),  # each child's instance tags: the reconcile's to check
+])
+def test_set_rejection(book, body, expected):
+    assert set_rejection(body, book, "us-east-1") == expected
+
+
 def review_of(operation: str, body: dict, old: dict | None = None) -> dict:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": "u-1", "operation": operation, "object": body, "oldObject": old}}
 
 
 def test_a_review_answers_with_the_request_uid_and_the_reason(book):
-    assert review(review_of("CREATE", binding(profile={"name": "team-b-web"})), book, "us-east-1") == {
+    assert review(review_of("CREATE", binding(profile={"name": "team-b-web"})), book, "us-east-1", WEBHOOK_ID) == {
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
             "uid": "u-1", "allowed": False, "status": {"code": 403, "message": (
                 "denied by InstanceProfilePolicy: instance profile team-b-web is not allowed in namespace team-a "
                 "(InstanceProfilePolicy team-a)")}}}
-    assert review(review_of("CREATE", binding()), book, "us-east-1")["response"] == {"uid": "u-1", "allowed": True}
+    assert review(review_of("CREATE", binding()), book, "us-east-1", WEBHOOK_ID)["response"] == {"uid": "u-1", "allowed": True}
 
 
 @pytest.mark.parametrize("request_", [
@@ -82,8 +100,22 @@ def test_a_review_answers_with_the_request_uid_and_the_reason(book):
     review_of("DELETE", binding(profile={"name": "team-b-web"})),
 ])
 def test_what_leaves_the_spec_alone_is_admitted(book, request_):
-    assert review(request_, book, "us-east-1")["response"]["allowed"] is True
+    assert review(request_, book, "us-east-1", WEBHOOK_ID)["response"]["allowed"] is True
 
 
 def test_everything_is_admitted_until_the_book_is_known():
-    assert review(review_of("CREATE", binding("empty")), None, "us-east-1")["response"] == {"uid": "u-1", "allowed": True}
+    assert review(review_of("CREATE", binding("empty")), None, "us-east-1", WEBHOOK_ID)["response"] == {"uid": "u-1", "allowed": True}
+
+
+def test_each_path_judges_its_kind(book):
+    denied_set = review_of("CREATE", binding_set(profile={"name": "team-b-web"}))
+    assert review(denied_set, book, "us-east-1", SET_WEBHOOK_ID)["response"]["status"]["message"] == (
+        "denied by InstanceProfilePolicy: instance profile team-b-web is not allowed in namespace team-a "
+        "(InstanceProfilePolicy team-a)")
+    assert review(review_of("CREATE", binding_set()), book, "us-east-1", SET_WEBHOOK_ID)["response"]["allowed"] is True
+
+
+def test_a_path_that_serves_nothing_refuses_and_names_the_paths_that_do(book):
+    assert review(review_of("CREATE", binding()), book, "us-east-1", "tenancy-typo")["response"] == {
+        "uid": "u-1", "allowed": False, "status": {"code": 404, "message": (
+            "no admission webhook at /tenancy-typo; the operator serves /tenancy, /tenancy-sets")}}

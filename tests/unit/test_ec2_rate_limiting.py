@@ -120,3 +120,24 @@ async def test_tokens_are_granted_only_while_a_thread_is_free():
     assert gateway.limiter.in_use == 0 and len(gateway.sent) == 5
     assert bucket.tokens == pytest.approx(95, abs=0.5)
     gateway.close()
+
+
+class RecordingGateway(ScriptedGateway):
+    def _invoke(self, account, region, operation, params):
+        self.params = getattr(self, "params", []) + [dict(params)]
+        return super()._invoke(account, region, operation, params)
+
+
+async def test_a_sets_listing_filters_by_every_tag_and_live_states_in_pages_of_1000():
+    def page(ids, token=None):
+        return {"Reservations": [{"Instances": [{"InstanceId": i} for i in ids]}], **({"NextToken": token} if token else {})}
+
+    limiter = RateLimiter({"DescribeInstances": Limit(10, 0.001)})
+    gateway = RecordingGateway([page(["i-2", "i-1"], "next"), page(["i-3"])], limiter=limiter)
+    found = await gateway.instances_tagged("us-east-1", {"role": "web", "env": "prod"}, account="arn:aws:iam::1:role/a")
+    assert found == ["i-1", "i-2", "i-3"]
+    first, second = gateway.params
+    assert first["Filters"] == [{"Name": "tag:env", "Values": ["prod"]}, {"Name": "tag:role", "Values": ["web"]},
+                                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    assert first["MaxResults"] == 1000 and "NextToken" not in first and second["NextToken"] == "next"
+    assert limiter.bucket(("arn:aws:iam::1:role/a", "us-east-1", "DescribeInstances")).tokens == pytest.approx(8, abs=0.01)

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Collection, Iterable
+from typing import Any, AsyncIterator, Callable, Collection, Iterable, Mapping
 
 import boto3
 import botocore.config
@@ -46,6 +46,8 @@ from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 MAX_FILTER_VALUES = 200  # EC2's limit on the values of one filter
+SELECTOR_PAGE_SIZE = 1000  # DescribeInstances by tag: the largest page EC2 gives
+LIVE_STATES = ("pending", "running", "stopping", "stopped")  # instances a set selects
 RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 0.25, 4.0  # after a 5xx or a timeout
 _RETRIED = (FaultKind.THROTTLED, FaultKind.UNAVAILABLE)
 
@@ -225,6 +227,23 @@ class Ec2Gateway:
                     found[instance["InstanceId"]] = Instance(
                         InstanceState(instance["State"]["Name"]), {t["Key"]: t["Value"] for t in instance.get("Tags") or []})
         return found
+
+    async def instances_tagged(self, region: str, tags: Mapping[str, str], account: str = "") -> list[str]:
+        """IDs of the live instances (pending, running, stopping, stopped) that carry every
+        tag of ``tags``, sorted; pages of 1,000."""
+        params: dict[str, Any] = {
+            "Filters": [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(tags.items())]
+            + [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}],
+            "MaxResults": SELECTOR_PAGE_SIZE,
+        }
+        found: list[str] = []
+        while True:
+            page = await self._call(region, "describe_instances", account, **params)
+            found.extend(instance["InstanceId"] for reservation in page.get("Reservations", [])
+                         for instance in reservation.get("Instances", []))
+            if not page.get("NextToken"):
+                return sorted(set(found))
+            params["NextToken"] = page["NextToken"]
 
     async def associate(self, region: str, instance_id: str, profile: ProfileRef,
                         account: str = "") -> Association:

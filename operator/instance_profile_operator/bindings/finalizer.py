@@ -7,7 +7,7 @@ decides nothing but ``deletionPolicy: Retain`` (which can only leave more in pla
 with no record, such as one no policy ever admitted, makes no EC2 call at all. It runs under the
 binding's lock, after any reconcile of it, and reads the binding afresh. An association EC2
 reports as ``associating`` is waited on, as is one this process made that EC2 does not show
-yet. An uninstall (the CRD itself being deleted) touches nothing.
+yet. An uninstall (the CRD itself being deleted, or for a set's child the sets' CRD) touches nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..runtime.workqueue import KeyLocks, backoff
 from ..settings import Settings
 from .outcomes import Outcomes
 from .registry import Key
-from .uninstall import Releases
+from .uninstall import Releases, uninstall_reason
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -60,8 +60,9 @@ class Finalizer:
         """Undo the binding's record in EC2 before the finalizer goes; raises RetryLater to be called again."""
         binding = Binding.from_body(body)
         await self._warn_of_bookkeeping_annotations(binding, body)
-        if await self.writer.crd_deleting():
-            await self.releases.release(binding)
+        uninstalled = await uninstall_reason(self.writer, body)
+        if uninstalled is not None:
+            await self.releases.release(binding, uninstalled)
             return
         async with self._locks.hold(binding.key):
             current = await self.writer.binding(binding.namespace, binding.name)  # the status as last written

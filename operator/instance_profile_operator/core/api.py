@@ -42,3 +42,19 @@ class Reason:
     RELEASED = "Released"
     DELETING = "Deleting"
     ANNOTATION_IGNORED = "AnnotationIgnored"
+
+# InstanceProfileBindingSet: a fleet's bindings, one per instance its tag selector matches.
+SET_PLURAL = "instanceprofilebindingsets"
+SET_KIND = "InstanceProfileBindingSet"
+SET_LABEL = f"{GROUP}/set"  # on every child binding: the name of the set that owns it
+SET_CRD_NAME = f"{SET_PLURAL}.{GROUP}"
+
+
+class SetReason:
+    """Reasons of a set's conditions and Events."""
+
+    ALL_READY = "AllReady"
+    CHILDREN_NOT_READY = "ChildrenNotReady"
+    INSTANCES_SELECTED = "InstancesSelected"
+    INSTANCES_RELEASED = "InstancesReleased"
+    CHILDREN_UPDATED = "ChildrenUpdated"

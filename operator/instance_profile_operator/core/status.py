@@ -32,15 +32,9 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def render(previous: Mapping[str, Any], generation: int, region: str, report: Report, now: datetime,
-           role_arn: str = "") -> dict[str, Any]:
-    """The complete new status. Absent fields are None so that a merge patch removes them.
-    ``role_arn``: the role the binding acts through ("" for the operator's own credentials).
-
-    The association fields with ``region`` and ``roleArn`` are the binding's record (what its
-    deletion may remove, ``custody``): written together when ``report.association_known``, else
-    all kept as they were (the region follows the spec while nothing is recorded)."""
-    association = report.association
+def render_conditions(previous: Mapping[str, Any], generation: int, report: Report,
+                      now: datetime) -> list[dict[str, Any]]:
+    """Ready, and Reconciling and Stalled while true, for ``report``."""
     wanted = [(READY, report.ready)]
     if report.reconciling:
         wanted.append((RECONCILING, True))
@@ -56,6 +50,18 @@ def render(previous: Mapping[str, Any], generation: int, region: str, report: Re
             "type": kind, "status": value, "reason": report.reason, "message": report.message,
             "observedGeneration": generation, "lastTransitionTime": since,
         })
+    return conditions
+
+
+def render(previous: Mapping[str, Any], generation: int, region: str, report: Report, now: datetime,
+           role_arn: str = "") -> dict[str, Any]:
+    """The complete new status. Absent fields are None so that a merge patch removes them.
+    ``role_arn``: the role the binding acts through ("" for the operator's own credentials).
+
+    The association fields with ``region`` and ``roleArn`` are the binding's record (what its
+    deletion may remove, ``custody``): written together when ``report.association_known``, else
+    all kept as they were (the region follows the spec while nothing is recorded)."""
+    association = report.association
     if report.association_known:
         observed = {
             "associationId": association.association_id if association else None,
@@ -76,7 +82,7 @@ def render(previous: Mapping[str, Any], generation: int, region: str, report: Re
         "account": account_of(observed["roleArn"] or (observed["instanceProfile"] or {}).get("arn")),
         "region": region,
         "observedGeneration": generation,
-        "conditions": conditions,
+        "conditions": render_conditions(previous, generation, report, now),
         "lastSyncTime": timestamp(now),
     }
 

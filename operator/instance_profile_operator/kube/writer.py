@@ -23,7 +23,7 @@ from typing import Any, Callable
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from ..core.api import API_VERSION, COMPONENT, CRD_NAME, FINALIZER, GROUP, KIND, PLURAL, POLICY_PLURAL, VERSION
+from ..core.api import API_VERSION, COMPONENT, CRD_NAME, FINALIZER, GROUP, KIND, PLURAL, POLICY_PLURAL, SET_PLURAL, VERSION
 from ..core.model import Binding
 
 log = logging.getLogger(__name__)
@@ -120,23 +120,26 @@ class KubeWriter:
         listed = await self._run(self._core.list_namespace)
         return [{"metadata": {"name": ns.metadata.name, "labels": ns.metadata.labels or {}}} for ns in listed.items]
 
-    async def crd_deleting(self) -> bool:
-        """Whether the InstanceProfileBinding CRD is being deleted (an uninstall)."""
+    async def crd_deleting(self, name: str = CRD_NAME) -> bool:
+        """Whether the CRD ``name`` (the InstanceProfileBinding CRD unless told) is being deleted or
+        is gone (an uninstall)."""
         try:
-            crd = await self._run(self._extensions.read_custom_resource_definition, CRD_NAME)
+            crd = await self._run(self._extensions.read_custom_resource_definition, name)
         except ApiException as error:
             if error.status == 404:
                 return True
             raise
         return crd.metadata.deletion_timestamp is not None
 
-    async def finalized_bindings(self, namespaces: tuple[str, ...]) -> list[Binding]:
-        """Every binding, in ``namespaces`` or all, that still carries the operator's finalizer."""
+    async def finalized_bindings(self, namespaces: tuple[str, ...], label_selector: str = "") -> list[Binding]:
+        """Every binding, in ``namespaces`` or all, with labels that ``label_selector`` selects, that
+        still carries the operator's finalizer."""
         if namespaces:
             found = [item for ns in namespaces for item in (await self._run(
-                self._custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL))["items"]]
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, label_selector=label_selector))["items"]]
         else:
-            found = (await self._run(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL))["items"]
+            found = (await self._run(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
+                                     label_selector=label_selector))["items"]
         return [b for b in map(Binding.from_body, found) if b.finalized]
 
     async def remove_finalizer(self, binding: Binding) -> None:
@@ -156,8 +159,47 @@ class KubeWriter:
             if error.status != 404:
                 raise
 
-    async def record(self, binding: Binding, event: Event) -> None:
-        """Post an Event about ``binding``, or count a repeat of one already posted."""
+    async def create_binding(self, body: dict[str, Any]) -> None:
+        """Create a binding (a set's child); one that exists already is left to the next pass."""
+        try:
+            await self._run(self._custom.create_namespaced_custom_object, GROUP, VERSION,
+                            body["metadata"]["namespace"], PLURAL, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    async def patch_binding_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        """Merge-patch a binding's spec (a set's child put back); a binding gone is left alone."""
+        try:
+            await self._run(self._custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                            {"spec": spec}, _content_type=MERGE_PATCH)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def delete_binding(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the binding with this UID (a set's child), if it still exists."""
+        try:
+            await self._run(self._custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                            body=kubernetes.client.V1DeleteOptions(preconditions=kubernetes.client.V1Preconditions(uid=uid)))
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
+    async def patch_set_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge-patch a set's status; False if the set is gone."""
+        try:
+            await self._run(self._custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
+                            SET_PLURAL, name, {"status": status}, _content_type=MERGE_PATCH)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def record(self, binding: Binding, event: Event, kind: str = KIND) -> None:
+        """Post an Event about ``binding`` (or an object of another ``kind`` with the same
+        namespace, name and uid), or count a repeat of one already posted."""
         key = (binding.uid, event.type, event.reason, event.message)
         now = datetime.now(timezone.utc)
         self.events_recorded += 1
@@ -178,19 +220,21 @@ class KubeWriter:
                         raise
             log.info("%s: %s: %s", binding.ref, event.reason, event.message)  # a repeat is only counted, not logged again
             name = f"{binding.name}.{secrets.token_hex(8)}"
-            await self._run(self._core.create_namespaced_event, binding.namespace, self._event_body(binding, event, name, now))
+            await self._run(self._core.create_namespaced_event, binding.namespace,
+                            self._event_body(binding, event, name, now, kind))
             self._events[key] = (name, 1)
             while len(self._events) > self._cache_size:
                 self._events.popitem(last=False)
         except ApiException as error:  # an Event is never worth failing a reconcile for
             log.warning("could not record event %s for %s: %s", event.reason, binding.ref, error.reason)
 
-    def _event_body(self, binding: Binding, event: Event, name: str, now: datetime) -> kubernetes.client.CoreV1Event:
+    def _event_body(self, binding: Binding, event: Event, name: str, now: datetime,
+                    kind: str = KIND) -> kubernetes.client.CoreV1Event:
         client = kubernetes.client
         return client.CoreV1Event(
             metadata=client.V1ObjectMeta(name=name, namespace=binding.namespace),
             involved_object=client.V1ObjectReference(
-                api_version=API_VERSION, kind=KIND, name=binding.name, namespace=binding.namespace, uid=binding.uid,
+                api_version=API_VERSION, kind=kind, name=binding.name, namespace=binding.namespace, uid=binding.uid,
             ),
             type=event.type, reason=event.reason, message=event.message[:1024],
             first_timestamp=now, last_timestamp=now, count=1,
