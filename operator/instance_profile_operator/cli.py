@@ -79,6 +79,8 @@ async def run_operator(settings: Settings) -> None:
             collected.leading(True)  # the only replica: it always reconciles
             await operate()
     finally:
+        if standby is not None:
+            standby.stop()  # a standby stopped before it led
         if admitting is not None:
             admitting.cancel()
         if server is not None:

@@ -50,12 +50,16 @@ class WarmStandby:
         registry; None if this replica never stood by (it took a free Lease at once)."""
         if not self._started:
             return None
-        self._open = False
-        for watch in self._watches:
-            watch.stop()
+        self.stop()
         log.info("taking over %d bindings known on standby%s", len(self.registry),
                  "" if all(watch.listed for watch in self._watches) else " (not all listed yet: kopf's listing brings the rest)")
         return self.registry
+
+    def stop(self) -> None:
+        """Stop watching and recording (each watch's daemon thread ends at its stream's next event)."""
+        self._open = False
+        for watch in self._watches:
+            watch.stop()
 
     def _record(self, event_type: str | None, body: dict[str, Any]) -> None:
         if not self._open:
