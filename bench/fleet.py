@@ -10,9 +10,15 @@ throttling emulator (bench/ec2_throttle.py). One run of each scenario:
   other bindings that ran meanwhile show that the resync was under way;
 * restart with nothing changed: time until every binding has been reconciled again, mutating
   EC2 calls, status writes (operator counters and the API server's audit log);
-* restart with 10 associations removed while the operator was down: time until all are back.
+* restart with 10 associations removed and one binding created while the operator was down:
+  time until all are back, and until the new binding is Ready;
+* failover between two replicas (leader election): a warm standby (it knows every binding
+  before it leads), the leader SIGKILLed, then 10 associations removed and one binding created
+  while the Lease expires: time from the standby taking the Lease until the new binding is Ready
+  and the 10 are back; then the same after a SIGTERM (the Lease released);
+* peak RSS (VmHWM) of every operator process, and each goal of issue 18 against its figure.
 
-    python bench/fleet.py [--bindings 10000] [--resync-seconds 60]
+    python bench/fleet.py [--bindings 10000] [--resync-seconds 60] [--restarts-only] [--skip-failover]
 
 With ``--profile``, the operator runs under tracemalloc (bench/memprofile.py) from the idle
 measurement on, and the largest allocation sites at N bindings are printed instead of the
@@ -48,7 +54,14 @@ NAMESPACE = "fleet"
 ACCESS_KEY = "AKIAFLEET"
 IDLE_RUNS = 3  # a user's binding applied on an idle operator, then once per trigger during resyncs
 TRIGGERS = ("describing", "queued") * 2
-EXTRA_INSTANCES = IDLE_RUNS + len(TRIGGERS)
+USER_BINDINGS = IDLE_RUNS + len(TRIGGERS)
+FAILOVERS = ("killed", "stopped")  # SIGKILL (the Lease expires), then SIGTERM (the Lease released)
+EXTRA_INSTANCES = USER_BINDINGS + 1 + len(FAILOVERS)  # and one per binding created while no replica leads
+LEADING = 'leader_election_master_status{name="instance-profile-operator"}'
+GOALS = {  # issue 18
+    "warm_takeover_new_binding_ready_s": 5.0, "restart_repaired_s": 15.0, "adoption_after_creation_ended_s": 60.0,
+    "api_writes_per_adopted_binding": 2.0, "rss_peak_mib": 200 / 1.048576,  # 200 MB
+}
 DEPTH = 'workqueue_depth{name="instanceprofilebinding"}'
 MUTATIONS = ("associate_iam_instance_profile", "replace_iam_instance_profile_association", "disassociate_iam_instance_profile")
 REPO = Path(__file__).resolve().parents[1]
@@ -69,8 +82,9 @@ def total(samples, name: str) -> float:
 class Operator:
     """The operator as a subprocess, against the emulator, watching one namespace."""
 
-    def __init__(self, endpoints, emulator: ThrottleEmulator, args, workdir: Path):
-        self.endpoints, self.emulator, self.args, self.workdir = endpoints, emulator, args, workdir
+    def __init__(self, endpoints, emulator: ThrottleEmulator, args, workdir: Path, name: str = "operator", elected: bool = False):
+        self.endpoints, self.emulator, self.args, self.workdir, self.name = endpoints, emulator, args, workdir, name
+        self.elected = elected  # one of several replicas: leader election on, its Lease in NAMESPACE
         self.logs = Path(args.logs) if args.logs else workdir
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -80,12 +94,13 @@ class Operator:
         """Start it; return seconds until /metrics answers."""
         self.port, self.runs = free_port(), self.runs + 1
         env = {**os.environ, **self.endpoints.aws_variables(), "AWS_ENDPOINT_URL": self.emulator.url,
-               "AWS_ACCESS_KEY_ID": ACCESS_KEY, "KUBECONFIG": self.endpoints.kubeconfig}
+               "AWS_ACCESS_KEY_ID": ACCESS_KEY, "KUBECONFIG": self.endpoints.kubeconfig,
+               **({"IPO_LEADER_ELECT": "true", "IPO_LEADER_ELECTION_NAMESPACE": NAMESPACE} if self.elected else {})}
         command = [sys.executable, "-m", "instance_profile_operator.cli"]
         if self.args.profile:
             command = [sys.executable, str(REPO / "bench" / "memprofile.py"), str(self.workdir / "tracemalloc.txt")]
         started = time.monotonic()
-        with open(self.logs / f"operator-{self.runs}.log", "wb") as log:
+        with open(self.logs / f"{self.name}-{self.runs}.log", "wb") as log:
             self.process = subprocess.Popen(
                 [*command, "run", "--namespace", NAMESPACE, "--policy-enforcement", "Disabled",
                  "--resync-seconds", str(self.args.resync_seconds), "--metrics-address", f"127.0.0.1:{self.port}"],
@@ -100,9 +115,12 @@ class Operator:
         assert self.process is not None
         return rss_mib(self.process.pid, field)
 
-    def stop(self) -> None:
+    def leading(self) -> bool:
+        return (self.metrics() or {}).get(LEADING) == 1
+
+    def stop(self, kill: bool = False) -> None:
         if self.process is not None:
-            self.process.terminate()
+            self.process.kill() if kill else self.process.terminate()
             try:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
@@ -111,12 +129,27 @@ class Operator:
             self.process = None
 
 
+def goals(results: dict) -> dict:
+    """Each goal of issue 18: its figure, its bound, and whether it was met."""
+    figures = {
+        "warm_takeover_new_binding_ready_s": results.get("failover_killed", {}).get("lease_to_new_binding_ready_s"),
+        "restart_repaired_s": results.get("restart_10_removed_1_created", {}).get("repaired_s"),
+        "adoption_after_creation_ended_s": results.get("adopt", {}).get("after_creation_ended_s"),
+        "api_writes_per_adopted_binding": results.get("adopt", {}).get("operator_writes_per_binding"),
+        "rss_peak_mib": max(results.get("rss_peak_mib_by_phase", {}).values(), default=None),
+    }
+    return {goal: {"figure": figure, "goal": round(GOALS[goal], 1), "met": figure is not None and figure <= GOALS[goal]}
+            for goal, figure in figures.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bindings", type=int, default=10000)
     parser.add_argument("--resync-seconds", type=float, default=60.0)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rss-only", action="store_true", help="stop after the steady-state resync and RSS")
+    parser.add_argument("--restarts-only", action="store_true", help="skip the user's bindings during resyncs")
+    parser.add_argument("--skip-failover", action="store_true", help="skip the two-replica failover scenarios")
     parser.add_argument("--logs", help="directory for the operator's logs (default: a temporary one)")
     args = parser.parse_args()
     n = args.bindings
@@ -164,13 +197,18 @@ def main() -> int:
             def count_ready() -> int:
                 return sum(ready(i) for i in api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"])
 
+            _, mark = audit_writes(audit, 0)
             started = time.monotonic()
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(lambda k: api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(f"b-{k}", instances[k])),
                               range(n)))
             created = time.monotonic() - started
             wait_until(lambda: count_ready() == n, 3600, "all bindings Ready")
-            report("adopt", {"create_s": round(created, 1), "apply_to_all_ready_s": round(time.monotonic() - started, 1)})
+            took = time.monotonic() - started
+            writes, _ = audit_writes(audit, mark)
+            report("adopt", {"create_s": round(created, 1), "apply_to_all_ready_s": round(took, 1),
+                             "after_creation_ended_s": round(took - created, 1), "api_writes": dict(writes),
+                             "operator_writes_per_binding": round((sum(writes.values()) - writes["create instanceprofilebindings"]) / n, 2)})
             if args.profile:
                 time.sleep(10)
                 operator.process.send_signal(signal.SIGUSR1)
@@ -191,6 +229,7 @@ def main() -> int:
             report("steady_resync_ec2_calls", dict(calls))
             report("rss_at_n_mib", round(operator.rss(), 1))
             report("rss_peak_mib", round(operator.rss("VmHWM"), 1))  # the adoption burst's, as a rule
+            peaks = {"adoption_and_steady": results["rss_peak_mib"]}
             report("rss_per_binding_kib", round((results["rss_at_n_mib"] - results["rss_idle_mib"]) * 1024 / n, 2))
             if args.rss_only:
                 return 0
@@ -229,29 +268,30 @@ def main() -> int:
 
             extra = iter(instances[n:])
             wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
-            idle = [apply_to_ready(f"user-idle-{k}", next(extra))[0] for k in range(IDLE_RUNS)]
-            during = []
-            for k, trigger in enumerate(TRIGGERS):
-                wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
-                resyncs = operator.metrics()["ipo_resyncs_total"]
-                if trigger == "describing":  # the resync's first Describe reached EC2: its N re-checks come next
-                    seen = describes()
-                    wait_until(lambda: describes() > seen, args.resync_seconds * 3, "the next resync's Describe calls", interval=0.005)
-                else:  # the resync has described every instance and queued its N re-checks
-                    wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, args.resync_seconds * 3, "the next resync",
-                               interval=0.005)
-                triggered, depth = time.monotonic(), queue_depth()
-                took, meanwhile = apply_to_ready(f"user-{trigger}-{k}", next(extra))
-                wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs and queue_depth() == 0, 600,
-                           "the resync's re-checks")
-                during.append({"trigger": trigger, "apply_to_ready_s": round(took, 2), "queue_depth_when_applied": depth,
-                               **meanwhile, "resync_rechecks_done_after_s": round(time.monotonic() - triggered, 1)})
-            idle_median = statistics.median(idle)
-            report("user_binding", {"idle_apply_to_ready_s": [round(t, 2) for t in idle], "during_resync": during,
-                                    "worst_ratio_to_idle_median": round(max(d["apply_to_ready_s"] for d in during) / idle_median, 2)})
+            if not args.restarts_only:
+                idle = [apply_to_ready(f"user-idle-{k}", next(extra))[0] for k in range(IDLE_RUNS)]
+                during = []
+                for k, trigger in enumerate(TRIGGERS):
+                    wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
+                    resyncs = operator.metrics()["ipo_resyncs_total"]
+                    if trigger == "describing":  # the resync's first Describe reached EC2: its N re-checks come next
+                        seen = describes()
+                        wait_until(lambda: describes() > seen, args.resync_seconds * 3, "the next resync's Describe calls", interval=0.005)
+                    else:  # the resync has described every instance and queued its N re-checks
+                        wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs, args.resync_seconds * 3, "the next resync",
+                                   interval=0.005)
+                    triggered, depth = time.monotonic(), queue_depth()
+                    took, meanwhile = apply_to_ready(f"user-{trigger}-{k}", next(extra))
+                    wait_until(lambda: operator.metrics()["ipo_resyncs_total"] > resyncs and queue_depth() == 0, 600,
+                               "the resync's re-checks")
+                    during.append({"trigger": trigger, "apply_to_ready_s": round(took, 2), "queue_depth_when_applied": depth,
+                                   **meanwhile, "resync_rechecks_done_after_s": round(time.monotonic() - triggered, 1)})
+                idle_median = statistics.median(idle)
+                report("user_binding", {"idle_apply_to_ready_s": [round(t, 2) for t in idle], "during_resync": during,
+                                        "worst_ratio_to_idle_median": round(max(d["apply_to_ready_s"] for d in during) / idle_median, 2)})
 
             # -- restart, nothing changed ---------------------------------------------------
-            live = n + EXTRA_INSTANCES
+            live = n + (0 if args.restarts_only else USER_BINDINGS)
             operator.stop()
             time.sleep(1.5)
             _, mark = audit_writes(audit, 0)
@@ -264,6 +304,7 @@ def main() -> int:
 
             wait_until(reobserved, 600, "every binding reconciled")
             reobserved_s = time.monotonic() - began
+            peaks["restart_unchanged"] = round(operator.rss("VmHWM"), 1)
             m = operator.metrics()
             time.sleep(2.5)
             writes, _ = audit_writes(audit, mark)
@@ -278,17 +319,71 @@ def main() -> int:
             found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": removed}])
             for association in found["IamInstanceProfileAssociations"]:
                 ec2.disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
+            api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body("created-while-down", instances[-1]))
             began = time.monotonic()
             operator.start()
+            wait_until(lambda: ready(api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "created-while-down")),
+                       600, "the binding created while down Ready", interval=0.05)
+            new_ready_s = time.monotonic() - began
 
             def repaired() -> bool:
                 found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": removed}])
                 return len({a["InstanceId"] for a in found["IamInstanceProfileAssociations"] if a["State"] == "associated"}) == len(removed)
 
             wait_until(repaired, 600, "the removed associations repaired")
-            report("restart_10_removed", {"repaired_s": round(time.monotonic() - began, 1),
+            report("restart_10_removed_1_created", {"repaired_s": round(time.monotonic() - began, 1), "new_ready_s": round(new_ready_s, 1),
                                           "mutating_calls": sum(ec2_requests(operator.metrics())[op] for op in MUTATIONS)})
+            wait_until(lambda: queue_depth() == 0, 600, "an idle queue")
+            peaks["restart_10_removed"] = round(operator.rss("VmHWM"), 1)
+            live += 1
+
+            # -- failover between two replicas: a warm standby takes over ---------------------
+            if not args.skip_failover:
+                operator.stop()
+                replicas = [Operator(endpoints, emulator, args, workdir, name, elected=True) for name in ("replica-a", "replica-b")]
+                leader, standby = replicas
+                try:
+                    leader.start()
+                    wait_until(leader.leading, 60, "the first replica to lead")
+                    wait_until(lambda: leader.metrics()[DEPTH] == 0 and total(leader.metrics(), "controller_runtime_reconcile_total") >= live,
+                               600, "the leader's start-up reconciles")
+                    standby.start()
+                    wait_until(lambda: total(standby.metrics(), "ipo_bindings") == live, 600, "the standby to know every binding")
+                    for k, how in enumerate(FAILOVERS):
+                        peaks[f"standby_before_{how}"] = round(standby.rss("VmHWM"), 1)
+                        removed = instances[k + 1:n:max(1, n // 10)][:10]
+                        stopped = time.monotonic()
+                        leader.stop(kill=how == "killed")
+                        found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": removed}])
+                        for association in found["IamInstanceProfileAssociations"]:
+                            ec2.disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
+                        name = f"created-on-standby-{how}"
+                        api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(name, instances[-2 - k]))
+                        standby_ec2 = sum(ec2_requests(standby.metrics()).values())
+                        wait_until(standby.leading, 60, "the standby to take the Lease", interval=0.02)
+                        took = time.monotonic()
+                        wait_until(lambda: ready(api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)), 600,
+                                   f"{name} Ready", interval=0.02)
+                        new_ready_s = time.monotonic() - took
+                        wait_until(repaired, 600, "the removed associations repaired", interval=0.1)
+                        repaired_s = time.monotonic() - took
+                        live += 1
+                        wait_until(lambda: standby.metrics()[DEPTH] == 0, 600, "the new leader's reconciles")
+                        peaks[f"new_leader_after_{how}"] = round(standby.rss("VmHWM"), 1)
+                        report(f"failover_{how}", {"stop_to_lease_taken_s": round(took - stopped, 1),
+                                                   "ec2_calls_on_standby_before_leading": standby_ec2,
+                                                   "lease_to_new_binding_ready_s": round(new_ready_s, 2),
+                                                   "lease_to_10_repaired_s": round(repaired_s, 1)})
+                        leader, standby = standby, leader
+                        if k + 1 < len(FAILOVERS):  # the stopped replica comes back as the standby
+                            standby.start()
+                            wait_until(lambda: total(standby.metrics(), "ipo_bindings") == live, 600, "the standby to know every binding")
+                finally:
+                    for replica in replicas:
+                        replica.stop()
+            report("rss_peak_mib_by_phase", peaks)
             report("emulator_refused", emulator.counts()["refused"])
+            report("goals", goals(results))
         finally:
             if operator is not None:
                 operator.stop()

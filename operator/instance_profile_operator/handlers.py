@@ -18,6 +18,7 @@ from .aws.ec2 import Ec2Gateway
 from .aws.ratelimit import RateLimiter
 from .bindings.controller import Controller
 from .bindings.finalizer import RetryLater
+from .bindings.standby import WarmStandby
 from .bindings.uninstall import SET_CHILDREN, Uninstaller
 from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, SET_CRD_NAME, SET_LABEL, SET_PLURAL, VERSION
 from .core.tenancy import Tenancy
@@ -28,6 +29,7 @@ from .settings import Settings
 
 
 WATCH_HANDLER = "watch"
+LISTING_CHUNK = 500
 SET_HANDLER, CHILD_HANDLER = "set", "set-child"
 QUIET_HANDLERS = (WATCH_HANDLER, SET_HANDLER, CHILD_HANDLER, "crd", "policy", "namespace")
 
@@ -93,9 +95,12 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.queueing.idle_timeout = 1.0  # kopf's worker per object, and the event it holds, go after 1 s idle, not 5
     settings.watching.client_timeout = 330
+    # The start-up listing in pages, each handed to the per-object workers before the next is read,
+    # rather than 10,000 bindings' bodies (managedFields included) parsed and held at once.
+    settings.watching.chunk_size = LISTING_CHUNK
 
 
-def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
+def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | None = None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
@@ -117,7 +122,8 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
         gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, limiter=limiter,
                              accounts=Accounts(region=config.region), account_of=tenancy.account_of, metrics=metrics)
         holder["tenancy"] = tenancy
-        holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics)
+        known = standby.hand_over() if standby is not None else None
+        holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics, registry=known)
         metrics.attach(controller)
         holder["sets"] = SetController(config, gateway, writer, tenancy)
         await holder["sets"].start()
@@ -125,6 +131,8 @@ def build_registry(config: Settings, metrics: Metrics) -> kopf.OperatorRegistry:
             Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all),
             Uninstaller(controller.finalizer.releases, config.namespaces, holder["sets"].forget_all, uninstalled=SET_CHILDREN))}
         await controller.start()
+        if known is not None:
+            controller.take_over()
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:

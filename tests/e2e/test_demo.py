@@ -30,8 +30,9 @@ def descendants(pid: int) -> set[int]:
 def test_demo_turns_the_examples_ready_and_ctrl_c_stops_everything(tmp_path):
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
+        # started as a non-interactive shell's background job starts it (`make test &`): SIGINT ignored
         demo = subprocess.Popen([sys.executable, "-m", "instance_profile_operator.devenv", "demo", "--dir", str(tmp_path / "env")],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         wait_for(lambda: "Ctrl-C here stops" in log.read_text(errors="replace") or demo.poll() is not None, 120, "the demo to report Ready")
         text = log.read_text(errors="replace")

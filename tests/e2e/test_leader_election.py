@@ -85,6 +85,34 @@ def test_standby_takes_over_after_the_leader_is_killed(devenv, start_operator, p
     assert second.total("ipo_bindings", reason="Associated", stalled="false") == 2
 
 
+def test_a_warm_standby_only_reads_until_it_leads_then_acts_at_once(devenv, start_operator, proxy, bindings, ec2, new_instance):
+    first = start_operator(**ELECTED)
+    wait_for(lambda: leading(first), what="the first replica to take the Lease")
+    second = start_operator(**ELECTED)
+    bindings.create(manifest("before", new_instance()))
+    wait_for(lambda: bindings.is_ready("before"), what="Ready under the first leader")
+    wait_for(lambda: second.total("ipo_bindings", reason="Associated") == 1, what="the standby to know the leader's status")
+    assert first.stop(kill=True) == -9  # its Lease stays held until it expires: the standby stands by meanwhile
+    instance_id = new_instance()
+    bindings.create(manifest("during", instance_id))
+    created = bindings.get("during")
+    wait_for(lambda: second.total("ipo_bindings", reason="Unknown") == 1, what="the standby to know the new binding")
+    assert not leading(second), "the killed leader's Lease expired before the standby was checked"
+    assert_idle(second)
+    unchanged = bindings.get("during")  # no replica wrote to it: no finalizer, no status
+    assert unchanged["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    assert "finalizers" not in unchanged["metadata"] and "status" not in unchanged
+    assert proxy.calls["AssociateIamInstanceProfile"] == 1  # the first leader's, for "before"
+
+    wait_for(lambda: leading(second), 30, "the standby to take the expired Lease", interval=0.1)
+    took = time.monotonic()
+    wait_for(lambda: bindings.is_ready("during"), 10, "Ready once the standby leads", interval=0.1)
+    print(f"warm takeover: Lease taken to the binding created on standby Ready: {time.monotonic() - took:.1f} s")
+    assert "taking over 2 bindings known on standby" in second.log()
+    assert [a["AssociationId"] for a in associations(ec2, instance_id)] == [bindings.status("during")["associationId"]]
+    assert proxy.calls["AssociateIamInstanceProfile"] == 2  # "before" adopted as it was, "during" associated once
+
+
 def test_graceful_stop_releases_the_lease_for_an_immediate_takeover(devenv, start_operator, bindings, new_instance):
     first = start_operator(**ELECTED)
     wait_for(lambda: leading(first), what="the first replica to take the Lease")

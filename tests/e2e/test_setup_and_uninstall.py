@@ -88,7 +88,7 @@ def test_deleting_the_crd_releases_bindings_without_touching_ec2_and_serving_res
     bindings.create(manifest("retained", retained, deletionPolicy="Retain"))
     wait_for(lambda: bindings.is_ready("deleted") and bindings.is_ready("retained"), what="Ready again")
     assert {i: bindings.status(n)["associationId"] for n, i in (("deleted", deleted), ("retained", retained))} == before
-    assert "Adopted" in bindings.event_reasons("deleted")
+    assert f"{bindings.namespace}/deleted: adopted association {before[deleted]}" in operator.log()
     assert mutations(operator)["associate_iam_instance_profile"] == 2  # the first two only
     assert operator.log().count(UNSERVED) == 1  # said once, not at every CRD change
     assert operator.process.poll() is None

@@ -340,6 +340,25 @@ async def test_a_slow_place_holds_neither_the_others_report_nor_a_later_refresh(
     assert reported[-1] == (OTHER_PLACE, DENIED) and gateway.calls.count(OTHER_PLACE) == 1
 
 
+async def test_a_waiting_refresh_describes_a_busy_place_once_the_earlier_refresh_ends(clock):
+    gateway = PlacesGateway(held={OTHER_PLACE[0]})
+    observer = Observer(gateway, ttl=60, clock=clock)
+    reported: list = []
+    first = asyncio.ensure_future(observer.refresh({OTHER_PLACE: ["i-1"]}, lambda p, f: reported.append(("first", p))))
+    while gateway.calls != [OTHER_PLACE]:
+        await asyncio.sleep(0.001)
+    second = asyncio.ensure_future(observer.refresh({PLACE: ["i-3"], OTHER_PLACE: ["i-2"]}, lambda p, f: reported.append(("second", p)),
+                                                    wait=True))
+    while reported != [("second", PLACE)]:  # another place is not held meanwhile
+        await asyncio.sleep(0.001)
+    assert gateway.calls == [OTHER_PLACE, PLACE]  # not described twice at once
+    gateway.release.set()
+    assert await asyncio.wait_for(second, TIMEOUT) == set() and await asyncio.wait_for(first, TIMEOUT) == set()
+    assert reported[1:] == [("first", OTHER_PLACE), ("second", OTHER_PLACE)] and gateway.calls.count(OTHER_PLACE) == 2
+    found = await observer.association(Target(OTHER_PLACE[1], "i-2", OTHER_PLACE[0]))
+    assert found is not None and gateway.calls.count(OTHER_PLACE) == 2  # the waiting refresh found it
+
+
 async def test_a_refresh_of_a_place_in_an_outage_makes_no_call_until_its_retry(clock):
     gateway = PlacesGateway(failing={OTHER_PLACE[0]: DENIED})
     observer = Observer(gateway, ttl=60, clock=clock)

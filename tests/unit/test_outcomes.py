@@ -63,10 +63,17 @@ def test_a_settling_association_the_binding_did_not_make_is_not_written_into_its
     assert outcomes.succeeded(binding({"associationId": "iip-assoc-1"}), DESIRED, Settling(own), None).report.association == own
 
 
-def test_adopting_writes_the_adopted_association(outcomes):
+def test_adopting_writes_the_adopted_association_and_no_event(outcomes):
     adopted = association("iip-assoc-found")
     step = outcomes.succeeded(binding(), DESIRED, InSync(adopted), None)
+    assert step.report.association == adopted and step.report.ready and step.events == ()
+
+
+def test_adopting_in_place_of_the_recorded_association_is_an_event(outcomes):
+    adopted = association("iip-assoc-found")
+    step = outcomes.succeeded(binding({"associationId": "iip-assoc-1"}), DESIRED, InSync(adopted), None)
     assert step.report.association == adopted and [e.reason for e in step.events] == [Reason.ADOPTED]
+    assert "in place of iip-assoc-1" in step.events[0].message
 
 
 def test_a_failure_keeps_the_record(outcomes):

@@ -1,4 +1,4 @@
-"""render(), differs() and was_ready(): a binding's status as the API conventions want it."""
+"""render(), differs(), was_ready() and still_true(): a binding's status as the API conventions want it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from instance_profile_operator.core.api import READY, RECONCILING, STALLED, Reason
 from instance_profile_operator.core.model import Association, AssociationState
-from instance_profile_operator.core.status import Report, account_of, differs, render, was_ready
+from instance_profile_operator.core.status import Report, account_of, differs, render, still_true, was_ready
 
 EARLIER = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 EARLIER_TEXT = "2025-01-01T12:00:00Z"
@@ -236,6 +236,21 @@ def test_a_report_that_does_not_know_the_association_keeps_the_whole_record():
     status = render(previous, 2, "us-east-1", denied, NOW, "")  # the spec now names another region
     assert (status["associationId"], status["region"], status["roleArn"]) == ("iip-assoc-1", "eu-west-1", ROLE)
     assert render({}, 1, "us-east-1", denied, NOW)["region"] == "us-east-1"  # nothing recorded: the spec's region
+
+
+@pytest.mark.parametrize(
+    ("recorded", "ready_generation", "observed", "expected"),
+    [
+        pytest.param("iip-1", 3, "iip-1", True, id="ready-and-ec2-shows-it"),
+        pytest.param("iip-1", 3, "iip-2", False, id="replaced-outside-kubernetes"),
+        pytest.param("iip-1", 3, None, False, id="removed-or-not-described"),
+        pytest.param(None, 3, None, False, id="nothing-recorded-nothing-found"),
+        pytest.param("iip-1", 2, "iip-1", False, id="spec-changed-since"),
+    ],
+)
+def test_still_true(recorded, ready_generation, observed, expected):
+    status = {"associationId": recorded, "conditions": [condition(READY, "True", generation=ready_generation)]}
+    assert still_true(status, 3, observed) is expected
 
 
 @pytest.mark.parametrize(("arn", "account"), [

@@ -155,7 +155,7 @@ class Observer:
             lambda place, ids: gateway.describe_instances(place[1], ids, account=place[0]), outages=Outages(cap=ttl), clock=clock)
         self._cache: dict[Target, tuple[float, Association | None]] = {}  # from refreshes, until used
         self._mutated: list[set[Target]] = []  # per refresh in flight: targets mutated meanwhile
-        self._refreshing: set[Place] = set()
+        self._refreshing: dict[Place, asyncio.Event] = {}  # set when the place's refresh in flight ends
 
     async def association(self, target: Target, fresh: bool = False) -> Association | None:
         """The instance's current association: what the last refresh found, used once and
@@ -169,6 +169,12 @@ class Observer:
         """The instance's state and tags (asked only when a decision needs them)."""
         return await self._instances.get(target.place, target.instance_id) or MISSING_INSTANCE
 
+    def observed_id(self, target: Target) -> str | None:
+        """The id of the association the last refresh found on the instance, without using it up;
+        None when it found none or did not describe it."""
+        hit = self._cache.get(target)
+        return hit[1].association_id if hit is not None and hit[1] is not None else None
+
     def invalidate(self, target: Target) -> None:
         """Called after each mutation of ``target``'s association."""
         self._cache.pop(target, None)
@@ -178,7 +184,8 @@ class Observer:
     def forget(self, target: Target) -> None:
         self._cache.pop(target, None)
 
-    async def refresh(self, instances_by_place: dict[Place, list[str]], described: Described = lambda place, fault: None) -> set[Place]:
+    async def refresh(self, instances_by_place: dict[Place, list[str]], described: Described = lambda place, fault: None,
+                      wait: bool = False) -> set[Place]:
         """Describe every listed instance: one call per account, region and 200 instances, whose
         tokens wait behind those of a user's change. What a describe finds is kept for one use
         (the reconcile that follows), unless the instance was mutated while it was in flight.
@@ -186,10 +193,11 @@ class Observer:
         The places are described concurrently, and ``described(place, fault)`` is called as soon
         as one is done (``fault`` None) or has failed, whatever the exception: a place in an
         outage fails at once with its fault, unless it is time to try it again. Return the places
-        left out because an earlier refresh of theirs is still in flight."""
+        left out because an earlier refresh of theirs is still in flight; with ``wait``, none: such
+        a place is described once that refresh ends (the others go on meanwhile)."""
         now = self._clock()
         self._cache = {t: hit for t, hit in self._cache.items() if now - hit[0] < self._ttl}
-        busy = set(instances_by_place) & self._refreshing
+        busy = set() if wait else set(instances_by_place) & set(self._refreshing)
         mutated: set[Target] = set()
         self._mutated.append(mutated)
         try:
@@ -200,7 +208,9 @@ class Observer:
         return busy
 
     async def _refresh_place(self, place: Place, instance_ids: list[str], mutated: set[Target], described: Described) -> None:
-        self._refreshing.add(place)
+        while (ongoing := self._refreshing.get(place)) is not None:
+            await ongoing.wait()
+        ended = self._refreshing[place] = asyncio.Event()
         try:
             fault = self.outages.admit(place, self._clock())
             if fault is None:
@@ -218,5 +228,6 @@ class Observer:
                         if target not in mutated:
                             self._cache[target] = (fetched, found.get(instance_id))
         finally:
-            self._refreshing.discard(place)
+            del self._refreshing[place]
+            ended.set()
         described(place, fault)

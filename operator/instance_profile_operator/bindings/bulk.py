@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 from ..aws.observer import Observer
 from ..core.model import Place
@@ -34,10 +34,13 @@ class BulkDescriber:
         self._metrics = metrics
         self._tasks: set[asyncio.Task] = set()
 
-    async def describe_then_queue(self, keys: list[Key], priority: Priority) -> None:
+    async def describe_then_queue(self, keys: list[Key], priority: Priority,
+                                  confirmed: Callable[[Key], bool] = lambda key: False) -> None:
         """Describe the instances of ``keys`` and queue them at ``priority``, each place's as soon
-        as its describe ends. A resync (``BACKGROUND``) leaves out the bindings waiting out a
-        failure's backoff, and the places an earlier resync still describes."""
+        as its describe ends; a key whose status the describe ``confirmed`` goes at ``BACKGROUND``,
+        after those that need work. A resync (``BACKGROUND``) leaves out the bindings waiting out a
+        failure's backoff, and the places an earlier pass still describes; any other pass describes
+        such a place once the earlier pass is done with it, so that every key is queued as observed."""
         by_place = self._keys_by_place(keys)
         resync = priority is Priority.BACKGROUND
 
@@ -47,11 +50,11 @@ class BulkDescriber:
                 self._metrics.resync_failed(place)
             for key in by_place.pop(place, ()):
                 if not (resync and self._outcomes.failing(key)):
-                    self._queue.add(key, priority=priority)
+                    self._queue.add(key, priority=Priority.BACKGROUND if confirmed(key) else priority)
 
         described(None, None)  # bindings that name no instance
         try:
-            busy = await self._observer.refresh(self._registry.instances_by_place(keys), described)
+            busy = await self._observer.refresh(self._registry.instances_by_place(keys), described, wait=not resync)
         finally:  # a bug or a cancellation loses no binding; a busy place's bindings wait for the next resync
             for place in [*by_place]:
                 if not (resync and place in busy):

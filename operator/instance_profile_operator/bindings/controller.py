@@ -53,13 +53,13 @@ class Controller:
         self, settings: Settings, gateway: Ec2Gateway, writer: KubeWriter, tenancy: Tenancy,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, registry: Registry | None = None,
     ):
         self.settings = settings
         self.tenancy = tenancy
         self.gateway = gateway
         self.writer = writer
-        self.registry = Registry(settings.region)
+        self.registry = registry or Registry(settings.region)  # a standby's, when it takes over
         self.metrics = metrics or Metrics()
         # Namespaces take turns, and none holds every worker: another's change never waits for a worker.
         self.queue: WorkQueue[Key] = WorkQueue(clock, self.metrics.queue, tenant_of=lambda key: key[0],
@@ -76,6 +76,7 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
         self._listed: list[Key] = []  # listed at start-up, waiting to be described together
         self._listing: asyncio.Task | None = None
+        self._unlisted: set[Key] = set()  # known on standby, not listed by kopf since the takeover
         self.resyncs = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -83,6 +84,15 @@ class Controller:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"worker-{n}") for n in range(self.settings.workers)]
         self._tasks.append(asyncio.create_task(self._resync_forever(), name="resync"))
+
+    def take_over(self) -> None:
+        """Reconcile at once what this replica knew on standby: one batched describe of every known
+        binding's instance, those that need work queued first. A binding deleted while the watches
+        changed hands is not in kopf's listing: the first resync forgets what kopf has not listed."""
+        keys = self.registry.keys()
+        self._unlisted = set(keys)
+        self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER, self._confirmed),
+                                "describing the bindings known on standby")
 
     async def stop(self) -> None:
         for task in [*self._tasks, *([self._listing] if self._listing else [])]:
@@ -97,6 +107,7 @@ class Controller:
     def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Feed one watch event (None: the initial listing)."""
         binding = Binding.from_body(body)
+        self._unlisted.discard(binding.key)
         if event_type == "DELETED":
             for key in self._forget(binding.key):
                 self.queue.add(key, priority=Priority.USER)  # the next in line takes the instance over
@@ -110,12 +121,20 @@ class Controller:
 
     async def _observe_listed(self) -> None:
         """Describe the instances of the bindings listed within ``LISTING_WINDOW``, 200 per call,
-        then queue them: their reconciles find the association observed."""
+        then queue them: their reconciles find the association observed. Those that need work (new,
+        not Ready, or drifted while no replica watched) go before the confirmation of the others."""
         while self._listed:
             await asyncio.sleep(LISTING_WINDOW)
             keys, self._listed = self._listed, []
-            self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER), "describing the listed bindings")
+            self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER, self._confirmed),
+                                    "describing the listed bindings")
         self._listing = None
+
+    def _confirmed(self, key: Key) -> bool:
+        """The binding's status still holds: Ready for its generation, with the association EC2 shows."""
+        binding = self.registry.get(key)
+        target = self.registry.target(binding) if binding is not None else None
+        return target is not None and status.still_true(binding.status, binding.generation, self.observer.observed_id(target))
 
     def requeue_namespaces(self, namespaces: set[str]) -> None:
         """Re-evaluate the bindings of ``namespaces`` (a policy or a namespace's labels changed)."""
@@ -143,6 +162,10 @@ class Controller:
     async def resync(self) -> None:
         """Describe every bound instance in one batched pass per account and region, then
         reconcile every binding that is not waiting out a failure backoff."""
+        for key in self._unlisted:  # deleted during the takeover: kopf never listed it
+            for contender in self._forget(key):
+                self.queue.add(contender, priority=Priority.USER)
+        self._unlisted = set()
         self.gateway.retain(self.registry.instances_by_place())  # clients and rate-limit buckets of places nobody names go
         await self.bulk.describe_then_queue(self.registry.keys(), Priority.BACKGROUND)
         self.resyncs += 1

@@ -120,7 +120,11 @@ class Outcomes:
             a = action.association
             events = ()
             if is_adoption(action, managed):
-                events = (Event(NORMAL, Reason.ADOPTED, f"adopted association {a.association_id} of {a.profile_arn}, already on {target.instance_id}"),)
+                adopted = f"adopted association {a.association_id} of {a.profile_arn}, already on {target.instance_id}"
+                if managed is None:  # a plain adoption: its status records it, spared a third API write
+                    log.info("%s: %s", binding.ref, adopted)
+                else:  # in place of the association it recorded: worth an Event
+                    events = (Event(NORMAL, Reason.ADOPTED, f"{adopted}, in place of {managed}"),)
             return Step(Report(Reason.ASSOCIATED, f"{target.instance_id} carries {a.profile_arn}", ready=True, association=a), events)
         if isinstance(action, Settling):
             a = action.association

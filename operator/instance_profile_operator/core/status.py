@@ -109,3 +109,9 @@ def was_ready(status: Mapping[str, Any], generation: int) -> bool:
         c.get("type") == READY and c.get("status") == "True" and c.get("observedGeneration") == generation
         for c in status.get("conditions") or []
     )
+
+
+def still_true(status: Mapping[str, Any], generation: int, observed_id: str | None) -> bool:
+    """Whether the status claimed Ready for this generation with the association EC2 still shows:
+    a re-check that will most likely confirm it, which the bindings that need work go before."""
+    return observed_id is not None and status.get("associationId") == observed_id and was_ready(status, generation)

@@ -66,7 +66,16 @@ def _teams(endpoints: Endpoints, operator: subprocess.Popen) -> None:
           "    kubectl --as alice -n team-a patch ipb web --subresource status --type merge -p '{\"status\":{}}'  # forbidden")
 
 
+def _stop_on_ctrl_c() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt here, even if this process was started with
+    SIGINT ignored (a non-interactive shell's background job, ``make test &``, passes that on), in
+    which case Python installs no handler of its own and Ctrl-C would stop nothing."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+
+
 def _run(directory: Path, tenancy: bool = False) -> int:
+    _stop_on_ctrl_c()
     env = DevEnv(directory)
     operator: subprocess.Popen | None = None
     try:

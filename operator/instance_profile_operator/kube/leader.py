@@ -1,8 +1,9 @@
 """Leader election with a coordination.k8s.io/v1 Lease, the way client-go and controller-runtime do it.
 
-A replica stands by until it holds the Lease, and only then starts kopf: a standby watches
-nothing, adds no finalizer, makes no EC2 call and writes no status; it serves its health
-endpoint and ``/metrics`` (``leader_election_master_status`` 0). The leader renews the Lease
+A replica stands by until it holds the Lease, and only then starts kopf: a standby only reads
+(its bindings, for a warm takeover: ``bindings/standby.py``), adds no finalizer, makes no EC2
+call and writes no status; it serves its health endpoint and ``/metrics``
+(``leader_election_master_status`` 0). The leader renews the Lease
 every retry period. A standby takes the Lease when it has no holder (released on a graceful
 stop) or when the holder has not renewed it for the lease duration, measured on the standby's
 own clock from when it last saw the Lease change, so clock skew between nodes does not matter.
@@ -156,10 +157,15 @@ class Elector:
         holder = (self._observed or {}).get("holderIdentity")
         return bool(holder) and holder != self.identity
 
-    async def acquire(self, stop: asyncio.Event) -> bool:
-        """Try every retry period until the Lease is ours (True) or ``stop`` is set (False)."""
+    async def acquire(self, stop: asyncio.Event, standing_by: Callable[[], None] = lambda: None) -> bool:
+        """Try every retry period until the Lease is ours (True) or ``stop`` is set (False);
+        ``standing_by`` is called once, after the first attempt that does not win it."""
         log.info("standing by: waiting to hold Lease %s as %s", self.ref, self.identity)
+        first = True
         while not await self.try_acquire_or_renew():
+            if first:
+                first = False
+                standing_by()
             try:
                 await asyncio.wait_for(stop.wait(), self.timing.retry_period)
                 return False
@@ -229,8 +235,10 @@ def _exit_at_once(code: int) -> None:
     os._exit(code)
 
 
-async def run_elected(elector: Elector, operate: Callable[[], Awaitable[None]], liveness_endpoint: str | None) -> None:
-    """Stand by until elected, then ``operate()`` (kopf) while renewing the Lease.
+async def run_elected(elector: Elector, operate: Callable[[], Awaitable[None]], liveness_endpoint: str | None,
+                      standing_by: Callable[[], None] = lambda: None) -> None:
+    """Stand by until elected (``standing_by`` once the Lease is not won at once), then ``operate()``
+    (kopf) while renewing the Lease.
 
     SIGTERM/SIGINT stop a standby at once and a leader gracefully (kopf's own signal handling),
     after which the Lease is released. Losing the Lease ends the process with status 1.
@@ -242,7 +250,7 @@ async def run_elected(elector: Elector, operate: Callable[[], Awaitable[None]], 
         loop.add_signal_handler(signum, stop.set)
     probe = await serve_standby_probe(liveness_endpoint) if liveness_endpoint else None
     try:
-        elected = await elector.acquire(stop)
+        elected = await elector.acquire(stop, standing_by)
     finally:
         if probe is not None:
             await probe.cleanup()  # kopf serves the same endpoint from now on

@@ -23,6 +23,7 @@ from .workqueue import QueueHooks
 
 if TYPE_CHECKING:
     from ..bindings.controller import Controller
+    from ..bindings.registry import Registry
 
 prometheus_client.disable_created_metrics()  # no *_created series: controller-runtime has none either
 
@@ -85,10 +86,10 @@ class _ControllerState(Collector):
         return list(self._families(None))
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._metrics.controller)
+        return self._families(self._metrics.controller, self._metrics.known)
 
     @staticmethod
-    def _families(controller: Controller | None) -> Iterator[Metric]:
+    def _families(controller: Controller | None, known: Registry | None = None) -> Iterator[Metric]:
         depth = GaugeMetricFamily("workqueue_depth", "Current depth of the work queue.", labels=["name"])
         unfinished = GaugeMetricFamily(
             "workqueue_unfinished_work_seconds", "How many seconds of work has been done that is in progress and "
@@ -100,6 +101,11 @@ class _ControllerState(Collector):
         patches = CounterMetricFamily("ipo_status_patches", "Status subresource PATCH requests.")
         events = CounterMetricFamily("ipo_events", "Events created or counted again.")
         resyncs = CounterMetricFamily("ipo_resyncs", "Completed periodic resyncs.")
+        known = controller.registry if controller is not None else known
+        if known is not None:  # the controller's bindings, or those a standby knows
+            statuses = (b.status for b in map(known.get, known.keys()) if b is not None)
+            for (reason, stalled), count in sorted(bindings_by_state(statuses).items()):
+                bindings.add_metric([reason, stalled], count)
         if controller is None:
             for family in (depth, unfinished, longest):
                 family.add_metric([CONTROLLER], 0)
@@ -110,9 +116,6 @@ class _ControllerState(Collector):
             running = controller.queue.running()
             unfinished.add_metric([CONTROLLER], sum(running))
             longest.add_metric([CONTROLLER], max(running, default=0.0))
-            statuses = (b.status for b in map(controller.registry.get, controller.registry.keys()) if b is not None)
-            for (reason, stalled), count in sorted(bindings_by_state(statuses).items()):
-                bindings.add_metric([reason, stalled], count)
             patches.add_metric([], controller.writer.status_patches)
             events.add_metric([], controller.writer.events_recorded)
             resyncs.add_metric([], controller.resyncs)
@@ -125,6 +128,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = prometheus_client.CollectorRegistry()
         self.controller: Controller | None = None
+        self.known: Registry | None = None  # the bindings a standby knows (its controller's, once it leads)
         r = self.registry
         c, h, g = prometheus_client.Counter, prometheus_client.Histogram, prometheus_client.Gauge
         self.reconciles = c("controller_runtime_reconcile_total", "Total number of reconciliations per controller.",
