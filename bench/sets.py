@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -38,14 +39,16 @@ NAMESPACE, SET, ACCESS_KEY, TAG = "fleet", "web", "AKIASETS", {"Key": "role", "V
 DESCRIBES = ("DescribeInstances", "DescribeIamInstanceProfileAssociations")
 
 
-def launch(ec2, n: int) -> list[str]:
-    found: list[str] = []
-    while len(found) < n:
-        batch = min(1000, n - len(found))
-        found += [i["InstanceId"] for i in ec2.run_instances(
-            ImageId="ami-0abcdef1234567890", MinCount=batch, MaxCount=batch,
+def launch(ec2, n: int, per_reservation: int = 1000) -> list[str]:
+    """``n`` tagged instances in reservations of ``per_reservation`` (moto pages DescribeInstances
+    by reservation: 1 per reservation makes its pages hold 1,000 instances, as EC2's do)."""
+    def reservation(size: int) -> list[str]:
+        return [i["InstanceId"] for i in ec2.run_instances(
+            ImageId="ami-0abcdef1234567890", MinCount=size, MaxCount=size,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [TAG]}])["Instances"]]
-    return found
+    sizes = [min(per_reservation, n - start) for start in range(0, n, per_reservation)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return [instance for ids in pool.map(reservation, sizes) for instance in ids]
 
 
 def scaled_buckets(scale: float) -> dict[str, tuple[float, float]]:
@@ -138,6 +141,8 @@ def main() -> int:
     parser.add_argument("--steady-resyncs", type=int, default=3)
     parser.add_argument("--scenarios", default="create,launch,steady,profile")
     parser.add_argument("--operator-log", help="keep the operator's log at this path")
+    parser.add_argument("--instances-per-reservation", type=int, default=1000,
+                        help="1 makes moto's DescribeInstances pages hold 1,000 instances, as EC2's do (launching is slower)")
     parser.add_argument("--bucket-scale", type=float, default=1.0,
                         help="EC2's buckets (emulator and operator alike) times this: a 10,000-instance run's steady "
                              "state and RSS without 33 minutes of Associates; floors are the scaled ones")
@@ -159,7 +164,7 @@ def main() -> int:
             for profile in ("web-server", "batch-worker"):
                 iam.create_instance_profile(InstanceProfileName=profile)
             ec2 = session.client("ec2", endpoint_url=endpoints.ec2_endpoint_url)
-            launch(ec2, n)
+            launch(ec2, n, args.instances_per_reservation)
             api = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(config_file=endpoints.kubeconfig))
             kubernetes.client.CoreV1Api(api.api_client).create_namespace({"metadata": {"name": NAMESPACE}})
             emulator = ThrottleEmulator(endpoints.ec2_endpoint_url, scaled_buckets(args.bucket_scale)).start()
