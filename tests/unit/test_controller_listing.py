@@ -1,13 +1,17 @@
-"""Bindings listed at start-up are described in bulk before they are reconciled."""
+"""Bindings new to a replica (listed at start-up, known on standby, or a burst of watched ones)
+are described in bulk before they are reconciled."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from types import SimpleNamespace
 
 from instance_profile_operator.bindings.controller import Controller
 from instance_profile_operator.bindings.registry import Registry
+from instance_profile_operator.core.api import FINALIZER
 from instance_profile_operator.core.model import Association, AssociationState, Binding, Target
+from instance_profile_operator.core.policybook import PolicyBook
 from instance_profile_operator.settings import Settings
 from instance_profile_operator.core.tenancy import Tenancy
 
@@ -32,9 +36,9 @@ class DescribingGateway:
         pass
 
 
-def binding(n: int) -> dict:
+def binding(n: int, namespace: str = "team") -> dict:
     """A binding reconciled before the restart: its status records an association."""
-    return {"metadata": {"namespace": "team", "name": f"b-{n}", "uid": f"u-{n}", "generation": 1},
+    return {"metadata": {"namespace": namespace, "name": f"b-{n}", "uid": f"u-{n}", "generation": 1, "finalizers": [FINALIZER]},
             "spec": {"instanceId": f"i-{n:04d}", "iamInstanceProfile": {"name": "web"}},
             "status": {"associationId": f"iip-i-{n:04d}", "region": "us-east-1"}}
 
@@ -56,10 +60,49 @@ async def test_listed_bindings_are_described_together_then_queued_with_what_was_
     assert found is not None and found.association_id == "iip-i-0007" and gateway.describes == [450]
 
 
-async def test_a_watched_binding_is_queued_at_once():
-    controller = Controller(Settings(region="us-east-1"), DescribingGateway(), SimpleNamespace(), Tenancy(enforcing=False))
+def created(n: int, namespace: str = "team") -> dict:
+    """A binding just created: kopf has not added the finalizer yet, nothing is recorded."""
+    body = binding(n, namespace)
+    return {**body, "metadata": {**body["metadata"], "finalizers": []}, "status": {}}
+
+
+async def test_a_burst_of_watched_new_bindings_is_looked_up_together_then_queued_once():
+    gateway = DescribingGateway()
+    controller = Controller(Settings(region="us-east-1"), gateway, SimpleNamespace(), Tenancy(enforcing=False))
+    for n in range(450):
+        controller.on_event("ADDED", created(n))
+    for n in range(450):  # kopf's finalizer arrives while they are looked up: no second queueing, no lookup of its own
+        controller.on_event("MODIFIED", binding(n))
+    assert len(controller.queue) == 0
+    await asyncio.wait_for(queued(controller, 450), TIMEOUT)
+    assert gateway.describes == [450]  # one lookup for the burst (the gateway sends 200 instances per request)
+    assert len(controller.queue) == 450
+    found = await controller.observer.association(Target("us-east-1", "i-0007"))
+    assert found is not None and found.association_id == "iip-i-0007" and gateway.describes == [450]
+
+
+async def test_a_single_new_binding_is_queued_as_soon_as_its_lookup_ends_and_a_change_after_it_at_once():
+    gateway = DescribingGateway()
+    controller = Controller(Settings(region="us-east-1"), gateway, SimpleNamespace(), Tenancy(enforcing=False))
     controller.on_event("ADDED", binding(1))
-    assert len(controller.queue) == 1
+    await asyncio.wait_for(queued(controller, 1), TIMEOUT)
+    assert gateway.describes == [1]
+    await take(controller)
+    changed = {**binding(1), "metadata": {**binding(1)["metadata"], "generation": 2}}
+    controller.on_event("MODIFIED", changed)  # known already: no look-ahead
+    assert len(controller.queue) == 1 and gateway.describes == [1]
+
+
+async def test_new_bindings_no_policy_admits_cost_no_lookup():
+    gateway = DescribingGateway()
+    book = PolicyBook()
+    book.on_namespace(None, {"metadata": {"name": "intruder", "labels": {}}})
+    controller = Controller(Settings(region="us-east-1"), gateway, SimpleNamespace(), Tenancy(enforcing=True, book=book))
+    for n in range(20):
+        controller.on_event("ADDED", created(n, namespace="intruder"))
+    await asyncio.wait_for(queued(controller, 20), TIMEOUT)  # queued all the same: their reconciles say they are denied
+    assert gateway.describes == []
+    assert controller.registry.instances_by_place() == {}
 
 
 def ready(body: dict, association_id: str) -> dict:
@@ -98,20 +141,33 @@ def known_on_standby(bodies: list[dict]) -> Registry:
     return registry
 
 
+class FinalizingWriter:
+    """Adds the finalizer as the API server would; records whose."""
+
+    def __init__(self) -> None:
+        self.finalized: list[str] = []
+
+    async def add_finalizer(self, binding: Binding) -> Binding:
+        self.finalized.append(binding.name)
+        return dataclasses.replace(binding, finalized=True)
+
+
 async def test_a_takeover_describes_what_the_standby_knew_at_once_and_kopfs_listing_adds_no_work():
-    gateway = DescribingGateway()
+    gateway, writer = DescribingGateway(), FinalizingWriter()
     settled = [ready(binding(n), f"iip-i-{n:04d}") for n in range(300)]
-    new = {**binding(300), "status": {}}  # created while this replica stood by
-    controller = Controller(Settings(region="us-east-1", workers=2), gateway, SimpleNamespace(), Tenancy(enforcing=False),
+    new = created(300)  # created while this replica stood by: no finalizer yet, and kopf's listing may reach it last
+    controller = Controller(Settings(region="us-east-1", workers=2), gateway, writer, Tenancy(enforcing=False),
                             registry=known_on_standby([*settled, new]))
     controller.take_over()
     await asyncio.wait_for(queued(controller, 301), TIMEOUT)
-    assert gateway.describes == [300]  # one batched pass: the new binding records no association to describe
+    assert writer.finalized == ["b-300"]  # by the new leader itself
+    assert sorted(gateway.describes) == [1, 300]  # one batched pass, and the new binding's own lookup
     assert await asyncio.wait_for(take(controller), TIMEOUT) == ("team", "b-300")  # the one that needs work first
-    for body in [*settled, new]:  # kopf's listing, once it comes, finds nothing changed
+    assert controller.registry.get(("team", "b-300")).finalized
+    for body in [*settled, binding(300)]:  # kopf's listing, once it comes, finds nothing changed
         controller.on_event(None, body)
-    assert controller._listing is None  # no listing pass to describe and queue them again
-    assert len(controller.queue) == 300 and gateway.describes == [300]
+    assert not any(controller.intake.holds(key) for key in controller.registry.keys())  # nothing to describe again
+    assert len(controller.queue) == 300 and sorted(gateway.describes) == [1, 300]
 
 
 async def test_the_first_resync_after_a_takeover_forgets_what_kopf_did_not_list():
@@ -126,3 +182,23 @@ async def test_the_first_resync_after_a_takeover_forgets_what_kopf_did_not_list(
     await controller.resync()  # a binding kopf delivers later is known again
     controller.on_event("ADDED", gone)
     assert set(controller.registry.keys()) == {("team", "b-1"), ("team", "b-2")}
+
+
+async def test_after_a_takeover_a_listed_binding_the_standby_never_saw_gets_its_finalizer_at_once():
+    gateway, writer = DescribingGateway(), FinalizingWriter()
+    controller = Controller(Settings(region="us-east-1"), gateway, writer, Tenancy(enforcing=False),
+                            registry=known_on_standby([ready(binding(1), "iip-i-0001")]))
+    controller.take_over()
+    controller.on_event(None, ready(binding(1), "iip-i-0001"))
+    controller.on_event(None, created(2))  # created as the Lease changed hands: kopf's listing may reach it last
+    await asyncio.wait_for(queued(controller, 2), TIMEOUT)
+    assert writer.finalized == ["b-2"] and controller.registry.get(("team", "b-2")).finalized
+
+
+async def test_a_restart_leaves_the_finalizers_of_listed_bindings_to_kopf():
+    gateway, writer = DescribingGateway(), FinalizingWriter()
+    controller = Controller(Settings(region="us-east-1"), gateway, writer, Tenancy(enforcing=False))
+    for n in range(3):  # a first install over existing bindings, say: kopf adds each finalizer once
+        controller.on_event(None, created(n))
+    await asyncio.wait_for(queued(controller, 3), TIMEOUT)
+    assert writer.finalized == []

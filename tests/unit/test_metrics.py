@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from instance_profile_operator.core.tenancy import Tenancy
 from instance_profile_operator.bindings.controller import Controller
+from instance_profile_operator.bindings.registry import Registry
 from instance_profile_operator.devenv.cluster import free_port
 from instance_profile_operator.aws.ec2 import Ec2Gateway
-from instance_profile_operator.core.model import OWN_ACCOUNT
+from instance_profile_operator.core.model import OWN_ACCOUNT, Binding
 from instance_profile_operator.core.faults import AwsFault
 from instance_profile_operator.runtime.metrics import CONTROLLER, LEASE, Metrics, bindings_by_state, reconcile_result, serve
 from instance_profile_operator.settings import Settings
@@ -169,12 +170,16 @@ def test_scrape_reads_the_attached_controller():
     metrics = Metrics()
     writer = SimpleNamespace(status_patches=3, events_recorded=2)
     gateway = Ec2Gateway(session=boto3.Session(region_name="us-east-1"), metrics=metrics)  # makes no call here
-    controller = Controller(Settings(region="us-east-1", workers=4), gateway, writer, Tenancy(enforcing=False), metrics=metrics)
+    registry = Registry("us-east-1")
+    for body in (binding("a", {"conditions": [condition("Ready", "True", "Associated")]}),
+                 binding("b", {"conditions": [condition("Ready", "False", "PolicyDenied"), condition("Stalled", "True", "PolicyDenied")]}),
+                 binding("c", {})):
+        registry.upsert(Binding.from_body(body))
+    controller = Controller(Settings(region="us-east-1", workers=4), gateway, writer, Tenancy(enforcing=False),
+                            metrics=metrics, registry=registry)
     metrics.attach(controller)
-    controller.on_event("ADDED", binding("a", {"conditions": [condition("Ready", "True", "Associated")]}))
-    controller.on_event("ADDED", binding("b", {"conditions": [condition("Ready", "False", "PolicyDenied"),
-                                                           condition("Stalled", "True", "PolicyDenied")]}))
-    controller.on_event("ADDED", binding("c", {}))
+    for key in registry.keys():
+        controller.queue.add(key)
     assert value(metrics, "ipo_bindings", reason="Associated", stalled="false") == 1
     assert value(metrics, "ipo_bindings", reason="PolicyDenied", stalled="true") == 1
     assert value(metrics, "ipo_bindings", reason="Unknown", stalled="false") == 1

@@ -396,3 +396,60 @@ async def test_one_namespaces_lookups_never_wait_for_another_namespaces_call_in_
     release.set()
     assert await gather(*flood, later_flood) == ["I-F0", "I-F1", "I-F2", "I-F9"]
     assert calls == [("flood", ["i-f0", "i-f1", "i-f2"]), ("calm", ["i-c1", "i-c2"]), ("flood", ["i-f9"])]
+
+
+# --------------------------------------------------------------------------------------------
+# Observer.look_ahead: a burst's lookups, kept for the reconcile that follows
+# --------------------------------------------------------------------------------------------
+
+
+async def test_a_look_ahead_is_kept_for_one_use_and_merged_with_the_others(clock):
+    gateway = PlacesGateway()
+    observer = Observer(gateway, ttl=60, clock=clock)
+    await gather(*(observer.look_ahead(Target("us-east-1", f"i-{n}")) for n in range(50)))
+    assert gateway.calls == [PLACE]  # one describe for the burst
+    assert (await observer.association(Target("us-east-1", "i-7"))).association_id == "iip-i-7"
+    assert gateway.calls == [PLACE]
+    await observer.association(Target("us-east-1", "i-7"))  # used up: looked up again
+    assert len(gateway.calls) == 2
+
+
+async def test_an_instance_mutated_during_a_look_ahead_or_refresh_is_looked_up_again(clock):
+    gateway = PlacesGateway(held={PLACE[0]})
+    observer = Observer(gateway, ttl=60, clock=clock)
+    mutated, untouched = Target("us-east-1", "i-1"), Target("us-east-1", "i-2")
+    ahead = [asyncio.ensure_future(observer.look_ahead(target)) for target in (mutated, untouched)]
+    refresh = asyncio.ensure_future(observer.refresh({PLACE: ["i-1", "i-2"]}, wait=True))
+    while len(gateway.calls) < 1:
+        await asyncio.sleep(0.001)
+    observer.invalidate(mutated)  # our own Associate, say, while both are in flight
+    gateway.release.set()
+    await gather(*ahead, refresh)
+    calls = len(gateway.calls)
+    assert (await observer.association(untouched)).association_id == "iip-i-2" and len(gateway.calls) == calls
+    await observer.association(mutated)  # neither kept what it found before the mutation
+    assert len(gateway.calls) == calls + 1
+
+
+async def test_a_failed_look_ahead_keeps_nothing_and_raises_nothing(clock):
+    gateway = PlacesGateway(failing={PLACE[0]: DENIED})
+    observer = Observer(gateway, ttl=60, clock=clock)
+    await asyncio.wait_for(observer.look_ahead(Target("us-east-1", "i-1")), TIMEOUT)
+    with pytest.raises(AwsFault):  # the reconcile meets the outage itself
+        await asyncio.wait_for(observer.association(Target("us-east-1", "i-1")), TIMEOUT)
+
+
+async def test_lookups_in_flight_are_told_of_mutations_whichever_ends_first(clock):
+    gateway = PlacesGateway(held={PLACE[0]})
+    observer = Observer(gateway, ttl=60, clock=clock)
+    slow, quick = Target("us-east-1", "i-1"), Target(OTHER_PLACE[1], "i-2", OTHER_PLACE[0])
+    held = asyncio.ensure_future(observer.look_ahead(slow))
+    while not gateway.calls:
+        await asyncio.sleep(0.001)
+    await gather(observer.look_ahead(quick))  # ends first: its tracking goes, not the other's
+    observer.invalidate(slow)
+    gateway.release.set()
+    await gather(held)
+    calls = len(gateway.calls)
+    await observer.association(slow)  # what it found predates the mutation: not kept
+    assert len(gateway.calls) == calls + 1

@@ -9,8 +9,8 @@
   that fault, no EC2 call made, until a capped, growing backoff has passed; then one call tries
   the place again while the others keep failing at once, and its success ends the outage. A
   place whose calls fail, or time out slowly, thus costs one call at a time, never every worker.
-* ``Observer`` keeps what a refresh (a resync, or the bindings listed at start-up) found of each
-  instance until the reconcile that follows it uses it, once: describing every bound instance in
+* ``Observer`` keeps what a refresh (a resync, or the bindings listed at start-up) or a look-ahead
+  (a burst of new bindings) found of each instance until the reconcile that follows it uses it, once: describing every bound instance in
   one batched pass feeds all the reconciles, however long 10,000 of them take. Our own
   mutations drop the entry, so a follow-up always looks at EC2 again. A refresh describes the
   places concurrently and reports each as soon as it is done: a failing place holds no other.
@@ -154,7 +154,7 @@ class Observer:
         self._instances: Batcher[Instance] = Batcher(  # outages of their own: one action's denial is not the other's
             lambda place, ids: gateway.describe_instances(place[1], ids, account=place[0]), outages=Outages(cap=ttl), clock=clock)
         self._cache: dict[Target, tuple[float, Association | None]] = {}  # from refreshes, until used
-        self._mutated: list[set[Target]] = []  # per refresh in flight: targets mutated meanwhile
+        self._mutated: dict[int, set[Target]] = {}  # per refresh or look-ahead in flight (by identity): targets mutated meanwhile
         self._refreshing: dict[Place, asyncio.Event] = {}  # set when the place's refresh in flight ends
 
     async def association(self, target: Target, fresh: bool = False) -> Association | None:
@@ -164,6 +164,22 @@ class Observer:
         if hit is not None and not fresh and self._clock() - hit[0] < self._ttl:
             return hit[1]
         return await self._associations.get(target.place, target.instance_id)
+
+    async def look_ahead(self, target: Target) -> None:
+        """Look the association up now (batched with every other lookup of its place and tenant)
+        and keep it for the next reconcile, unless the instance is mutated meanwhile; a fault is
+        left for that reconcile to meet."""
+        mutated: set[Target] = set()
+        self._mutated[id(mutated)] = mutated
+        try:
+            fetched = self._clock()
+            found = await self._associations.get(target.place, target.instance_id)
+        except Exception:
+            return
+        finally:
+            del self._mutated[id(mutated)]
+        if target not in mutated:
+            self._cache[target] = (fetched, found)
 
     async def instance(self, target: Target) -> Instance:
         """The instance's state and tags (asked only when a decision needs them)."""
@@ -178,7 +194,7 @@ class Observer:
     def invalidate(self, target: Target) -> None:
         """Called after each mutation of ``target``'s association."""
         self._cache.pop(target, None)
-        for mutated in self._mutated:
+        for mutated in self._mutated.values():
             mutated.add(target)
 
     def forget(self, target: Target) -> None:
@@ -199,12 +215,12 @@ class Observer:
         self._cache = {t: hit for t, hit in self._cache.items() if now - hit[0] < self._ttl}
         busy = set() if wait else set(instances_by_place) & set(self._refreshing)
         mutated: set[Target] = set()
-        self._mutated.append(mutated)
+        self._mutated[id(mutated)] = mutated
         try:
             await asyncio.gather(*(self._refresh_place(place, instance_ids, mutated, described)
                                    for place, instance_ids in instances_by_place.items() if place not in busy))
         finally:
-            self._mutated.remove(mutated)
+            del self._mutated[id(mutated)]
         return busy
 
     async def _refresh_place(self, place: Place, instance_ids: list[str], mutated: set[Target], described: Described) -> None:

@@ -35,12 +35,14 @@ class BulkDescriber:
         self._tasks: set[asyncio.Task] = set()
 
     async def describe_then_queue(self, keys: list[Key], priority: Priority,
-                                  confirmed: Callable[[Key], bool] = lambda key: False) -> None:
+                                  confirmed: Callable[[Key], bool] = lambda key: False,
+                                  queued: Callable[[Key], None] = lambda key: None) -> None:
         """Describe the instances of ``keys`` and queue them at ``priority``, each place's as soon
-        as its describe ends; a key whose status the describe ``confirmed`` goes at ``BACKGROUND``,
-        after those that need work. A resync (``BACKGROUND``) leaves out the bindings waiting out a
-        failure's backoff, and the places an earlier pass still describes; any other pass describes
-        such a place once the earlier pass is done with it, so that every key is queued as observed."""
+        as its describe ends (``queued(key)`` told of each); a key whose status the describe
+        ``confirmed`` goes at ``BACKGROUND``, after those that need work. A resync (``BACKGROUND``)
+        leaves out the bindings waiting out a failure's backoff, and the places an earlier pass
+        still describes; any other pass describes such a place once the earlier pass is done with
+        it, so that every key is queued as observed."""
         by_place = self._keys_by_place(keys)
         resync = priority is Priority.BACKGROUND
 
@@ -50,6 +52,7 @@ class BulkDescriber:
                 self._metrics.resync_failed(place)
             for key in by_place.pop(place, ()):
                 if not (resync and self._outcomes.failing(key)):
+                    queued(key)
                     self._queue.add(key, priority=Priority.BACKGROUND if confirmed(key) else priority)
 
         described(None, None)  # bindings that name no instance

@@ -37,6 +37,7 @@ from ..settings import Settings
 from .bulk import BulkDescriber
 from .finalizer import Finalizer
 from .gate import Gate
+from .intake import Intake
 from .outcomes import Outcomes, Step
 from .registry import Key, Registry
 
@@ -45,7 +46,6 @@ WARNING = "Warning"
 
 
 NAMESPACE_WAIT = 5.0  # seconds: a binding whose namespace the watch has not delivered yet
-LISTING_WINDOW = 0.5  # seconds: bindings listed within it are described together before they are reconciled
 
 
 class Controller:
@@ -72,11 +72,11 @@ class Controller:
         self.gate = Gate(tenancy, self.observer, self.registry)
         self.finalizer = Finalizer(settings, self.observer, gateway, writer, self._locks, self.outcomes, self._publish)
         self.bulk = BulkDescriber(self.registry, self.observer, self.queue, self.outcomes, self.metrics)
+        self.intake = Intake(self.registry, tenancy, self.observer, self.bulk, self.queue)
         self._crashes: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
-        self._listed: list[Key] = []  # listed at start-up, waiting to be described together
-        self._listing: asyncio.Task | None = None
         self._unlisted: set[Key] = set()  # known on standby, not listed by kopf since the takeover
+        self._took_over = False  # this replica's registry came from its standby
         self.resyncs = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -87,16 +87,34 @@ class Controller:
 
     def take_over(self) -> None:
         """Reconcile at once what this replica knew on standby: one batched describe of every known
-        binding's instance, those that need work queued first. A binding deleted while the watches
-        changed hands is not in kopf's listing: the first resync forgets what kopf has not listed."""
+        binding's instance, those that need work queued first; a binding created while no replica
+        led gets its finalizer from this replica at once (kopf's listing may reach it last) and a
+        lookup of its own. A binding deleted while the watches changed hands is not in kopf's
+        listing: the first resync forgets what kopf has not listed."""
         keys = self.registry.keys()
-        self._unlisted = set(keys)
-        self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER, self._confirmed),
-                                "describing the bindings known on standby")
+        self._unlisted, self._took_over = set(keys), True
+        unfinalized = {key for key in keys if not self.registry.get(key).finalized and not self.registry.get(key).deleting}
+        for key in unfinalized:
+            self._finalize_soon(key)
+        self.intake.known([key for key in keys if key not in unfinalized])
+
+    def _finalize_soon(self, key: Key) -> None:
+        self.intake.hold(key)
+        self.bulk.in_background(self._finalize_then_add(key), "adding the finalizer")
+
+    async def _finalize_then_add(self, key: Key) -> None:
+        try:
+            binding = self.registry.get(key)
+            finalized = await self.writer.add_finalizer(binding) if binding is not None and not binding.finalized else None
+            if finalized is not None and self.registry.get(key) is not None:
+                self.registry.upsert(finalized)
+        finally:  # added or not (gone, or changed meanwhile: kopf adds it), it is looked up and queued
+            self.intake.added(key)
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *([self._listing] if self._listing else [])]:
+        for task in self._tasks:
             task.cancel()
+        self.intake.stop()
         self.bulk.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.gateway.close()
@@ -111,30 +129,18 @@ class Controller:
         if event_type == "DELETED":
             for key in self._forget(binding.key):
                 self.queue.add(key, priority=Priority.USER)  # the next in line takes the instance over
-        elif self.registry.upsert(binding):
-            if event_type is None:  # listed (start-up): described in bulk first, not 16 at a time by the workers
-                self._listed.append(binding.key)
-                if self._listing is None:
-                    self._listing = asyncio.create_task(self._observe_listed())
+        else:
+            new = self.registry.get(binding.key) is None
+            if not self.registry.upsert(binding) or self.intake.holds(binding.key):
+                return  # its status alone changed, or intake queues it once looked up
+            if event_type is None and new and self._took_over and not binding.finalized and not binding.deleting:
+                self._finalize_soon(binding.key)  # created as this replica took over: kopf's listing may reach it last
+            elif event_type is None:  # listed (start-up): described in bulk first, not 16 at a time by the workers
+                self.intake.listed(binding.key)
+            elif new:  # one of a burst, maybe: looked up with the others first
+                self.intake.added(binding.key)
             else:
                 self.queue.add(binding.key, priority=Priority.USER)
-
-    async def _observe_listed(self) -> None:
-        """Describe the instances of the bindings listed within ``LISTING_WINDOW``, 200 per call,
-        then queue them: their reconciles find the association observed. Those that need work (new,
-        not Ready, or drifted while no replica watched) go before the confirmation of the others."""
-        while self._listed:
-            await asyncio.sleep(LISTING_WINDOW)
-            keys, self._listed = self._listed, []
-            self.bulk.in_background(self.bulk.describe_then_queue(keys, Priority.USER, self._confirmed),
-                                    "describing the listed bindings")
-        self._listing = None
-
-    def _confirmed(self, key: Key) -> bool:
-        """The binding's status still holds: Ready for its generation, with the association EC2 shows."""
-        binding = self.registry.get(key)
-        target = self.registry.target(binding) if binding is not None else None
-        return target is not None and status.still_true(binding.status, binding.generation, self.observer.observed_id(target))
 
     def requeue_namespaces(self, namespaces: set[str]) -> None:
         """Re-evaluate the bindings of ``namespaces`` (a policy or a namespace's labels changed)."""

@@ -142,6 +142,35 @@ class KubeWriter:
                                      label_selector=label_selector))["items"]
         return [b for b in map(Binding.from_body, found) if b.finalized]
 
+    async def add_finalizer(self, binding: Binding) -> Binding | None:
+        """Put the operator's finalizer on ``binding`` as the API server has it now, keeping any
+        other; the binding with it, or None if it is gone, being deleted or changed meanwhile
+        (kopf's own pass adds it then)."""
+        try:
+            body = await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL, binding.name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        meta = body["metadata"]
+        finalizers = meta.get("finalizers") or []
+        if meta.get("uid") != binding.uid or meta.get("deletionTimestamp"):
+            return None
+        if FINALIZER in finalizers:
+            return Binding.from_body(body)
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            {"op": "add", "path": "/metadata/finalizers", "value": [*finalizers, FINALIZER]},
+        ]
+        try:
+            body = await self._run(self._custom.patch_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL,
+                                   binding.name, patch, _content_type="application/json-patch+json")
+        except ApiException as error:
+            if error.status in (404, 409, 422):  # gone, or changed since the read (the test failed)
+                return None
+            raise
+        return Binding.from_body(body)
+
     async def remove_finalizer(self, binding: Binding) -> None:
         """Drop the operator's finalizer, whatever else holds the binding; gone already is fine."""
         body = await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL, binding.name)
