@@ -133,6 +133,7 @@ def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | No
         await controller.start()
         if known is not None:
             controller.take_over()
+            standby.forward(controller.after_takeover)  # until kopf's own watch begins
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
@@ -143,6 +144,8 @@ def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | No
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id=WATCH_HANDLER, registry=registry)
     async def watched(type: str | None, body: kopf.Body, **_: Any) -> None:  # async: on the loop, not a thread
+        if type is not None and standby is not None and standby.forwarding:
+            standby.stop()  # kopf's listing has ended: its watch delivers from here on
         holder["controller"].on_event(type, body)
 
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crd", registry=registry,

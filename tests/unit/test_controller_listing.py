@@ -202,3 +202,16 @@ async def test_a_restart_leaves_the_finalizers_of_listed_bindings_to_kopf():
         controller.on_event(None, created(n))
     await asyncio.wait_for(queued(controller, 3), TIMEOUT)
     assert writer.finalized == []
+
+
+async def test_a_binding_created_as_the_lease_changed_hands_is_acted_on_from_the_standbys_watch():
+    gateway, writer = DescribingGateway(), FinalizingWriter()
+    controller = Controller(Settings(region="us-east-1"), gateway, writer, Tenancy(enforcing=False),
+                            registry=known_on_standby([ready(binding(1), "iip-i-0001")]))
+    controller.take_over()
+    controller.after_takeover("ADDED", created(2))  # before kopf's listing ends, which may bring it last
+    controller.after_takeover("ADDED", ready(binding(1), "iip-i-0001"))  # known: kopf's events bring the rest
+    controller.after_takeover("MODIFIED", created(3))
+    await asyncio.wait_for(queued(controller, 2), TIMEOUT)
+    assert writer.finalized == ["b-2"] and controller.registry.get(("team", "b-2")).finalized
+    assert controller.registry.get(("team", "b-3")) is None

@@ -98,6 +98,15 @@ class Controller:
             self._finalize_soon(key)
         self.intake.known([key for key in keys if key not in unfinalized])
 
+    def after_takeover(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """An event of the standby's watch, which goes on until kopf's own watch begins: a binding
+        created as the Lease changed hands gets its finalizer and its lookup at once, not after
+        kopf's listing; kopf's events bring everything else."""
+        binding = Binding.from_body(body)
+        if event_type == "ADDED" and self.registry.get(binding.key) is None and not binding.finalized and not binding.deleting:
+            self.registry.upsert(binding)
+            self._finalize_soon(binding.key)
+
     def _finalize_soon(self, key: Key) -> None:
         self.intake.hold(key)
         self.bulk.in_background(self._finalize_then_add(key), "adding the finalizer")
