@@ -19,12 +19,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Generic, Hashable, TypeVar
+from typing import Awaitable, Callable, Generic, Hashable, Iterator, TypeVar
 
 from ..core.faults import AwsFault, FaultKind
 from ..core.model import MISSING_INSTANCE, Association, Instance, Place, Target
@@ -154,7 +155,7 @@ class Observer:
         self._instances: Batcher[Instance] = Batcher(  # outages of their own: one action's denial is not the other's
             lambda place, ids: gateway.describe_instances(place[1], ids, account=place[0]), outages=Outages(cap=ttl), clock=clock)
         self._cache: dict[Target, tuple[float, Association | None]] = {}  # from refreshes, until used
-        self._mutated: dict[int, set[Target]] = {}  # per refresh or look-ahead in flight (by identity): targets mutated meanwhile
+        self._mutated: dict[int, set[Target]] = {}  # per refresh or look-ahead in flight: targets mutated meanwhile
         self._refreshing: dict[Place, asyncio.Event] = {}  # set when the place's refresh in flight ends
 
     async def association(self, target: Target, fresh: bool = False) -> Association | None:
@@ -169,15 +170,12 @@ class Observer:
         """Look the association up now (batched with every other lookup of its place and tenant)
         and keep it for the next reconcile, unless the instance is mutated meanwhile; a fault is
         left for that reconcile to meet."""
-        mutated: set[Target] = set()
-        self._mutated[id(mutated)] = mutated
-        try:
+        with self._tracking_mutations() as mutated:
             fetched = self._clock()
-            found = await self._associations.get(target.place, target.instance_id)
-        except Exception:
-            return
-        finally:
-            del self._mutated[id(mutated)]
+            try:
+                found = await self._associations.get(target.place, target.instance_id)
+            except Exception:
+                return
         if target not in mutated:
             self._cache[target] = (fetched, found)
 
@@ -214,14 +212,20 @@ class Observer:
         now = self._clock()
         self._cache = {t: hit for t, hit in self._cache.items() if now - hit[0] < self._ttl}
         busy = set() if wait else set(instances_by_place) & set(self._refreshing)
-        mutated: set[Target] = set()
-        self._mutated[id(mutated)] = mutated
-        try:
+        with self._tracking_mutations() as mutated:
             await asyncio.gather(*(self._refresh_place(place, instance_ids, mutated, described)
                                    for place, instance_ids in instances_by_place.items() if place not in busy))
+        return busy
+
+    @contextlib.contextmanager
+    def _tracking_mutations(self) -> Iterator[set[Target]]:
+        """The targets mutated while the block runs (a describe in flight), told by ``invalidate``."""
+        mutated: set[Target] = set()
+        self._mutated[id(mutated)] = mutated  # by identity: another describe's set may be equal
+        try:
+            yield mutated
         finally:
             del self._mutated[id(mutated)]
-        return busy
 
     async def _refresh_place(self, place: Place, instance_ids: list[str], mutated: set[Target], described: Described) -> None:
         while (ongoing := self._refreshing.get(place)) is not None:

@@ -93,7 +93,7 @@ class Controller:
         listing: the first resync forgets what kopf has not listed."""
         keys = self.registry.keys()
         self._unlisted, self._took_over = set(keys), True
-        unfinalized = {key for key in keys if not self.registry.get(key).finalized and not self.registry.get(key).deleting}
+        unfinalized = {key for key in keys if _awaits_finalizer(self.registry.get(key))}
         for key in unfinalized:
             self._finalize_soon(key)
         self.intake.known([key for key in keys if key not in unfinalized])
@@ -103,7 +103,7 @@ class Controller:
         created as the Lease changed hands gets its finalizer and its lookup at once, not after
         kopf's listing; kopf's events bring everything else."""
         binding = Binding.from_body(body)
-        if event_type == "ADDED" and self.registry.get(binding.key) is None and not binding.finalized and not binding.deleting:
+        if event_type == "ADDED" and self.registry.get(binding.key) is None and _awaits_finalizer(binding):
             self.registry.upsert(binding)
             self._finalize_soon(binding.key)
 
@@ -142,7 +142,7 @@ class Controller:
             new = self.registry.get(binding.key) is None
             if not self.registry.upsert(binding) or self.intake.holds(binding.key):
                 return  # its status alone changed, or intake queues it once looked up
-            if event_type is None and new and self._took_over and not binding.finalized and not binding.deleting:
+            if event_type is None and new and self._took_over and _awaits_finalizer(binding):
                 self._finalize_soon(binding.key)  # created as this replica took over: kopf's listing may reach it last
             elif event_type is None:  # listed (start-up): described in bulk first, not 16 at a time by the workers
                 self.intake.listed(binding.key)
@@ -337,3 +337,7 @@ class Controller:
             self.registry.remember_status(binding.key, new)
         return True
 
+
+def _awaits_finalizer(binding: Binding) -> bool:
+    """Not deleted, and without the operator's finalizer yet: nothing may touch EC2 for it."""
+    return not binding.finalized and not binding.deleting

@@ -100,7 +100,7 @@ class Intake:
                 with on_behalf_of(key[0]):  # its namespace's lane and EC2 turn, as its reconcile's
                     await self._observer.look_ahead(target)
         finally:
-            self._release(key, Priority.USER)
+            self._release(key)
 
     async def _describe_listed(self) -> None:
         try:
@@ -132,6 +132,6 @@ class Intake:
                 placed[key] = admission.desired.target
         return placed
 
-    def _release(self, key: Key, priority: Priority) -> None:
+    def _release(self, key: Key) -> None:
         self._held.discard(key)
-        self._queue.add(key, priority=priority)
+        self._queue.add(key, priority=Priority.USER)

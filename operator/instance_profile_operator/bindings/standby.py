@@ -38,7 +38,8 @@ class WarmStandby:
         self._watches = [ListWatch(api_client, kind, lister, self._record, namespaced_name_of) for kind, lister in listers.items()]
         self._open = self._started = False
         self._forward: Callable[[str | None, dict[str, Any]], None] | None = None
-        self._held: list[tuple[str | None, dict[str, Any]]] = []  # seen between the handover and ``forward``
+        self._holding = False  # handed over, ``forward`` not called yet
+        self._held: list[tuple[str | None, dict[str, Any]]] = []  # seen meanwhile
 
     @staticmethod
     def _namespaced(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> Any:
@@ -56,14 +57,14 @@ class WarmStandby:
         its events held for ``forward``."""
         if not self._started:
             return None
-        self._open = False
+        self._open, self._holding = False, True
         log.info("taking over %d bindings known on standby%s", len(self.registry),
                  "" if all(watch.listed for watch in self._watches) else " (not all listed yet: kopf's listing brings the rest)")
         return self.registry
 
     def forward(self, to: Callable[[str | None, dict[str, Any]], None]) -> None:
         """Pass every event from now on (and those since the handover) to ``to``, until ``stop``."""
-        self._forward = to
+        self._forward, self._holding = to, False
         held, self._held = self._held, []
         for event_type, body in held:
             to(event_type, body)
@@ -74,16 +75,15 @@ class WarmStandby:
 
     def stop(self) -> None:
         """Stop watching, recording and forwarding (each watch's daemon thread ends at its stream's next event)."""
-        self._open, self._forward, self._held = False, None, []
+        self._open, self._holding, self._forward, self._held = False, False, None, []
         for watch in self._watches:
             watch.stop()
-        self._watches = []
 
     def _record(self, event_type: str | None, body: dict[str, Any]) -> None:
         if not self._open:  # handed over: the controller's registry is kopf's to feed now
             if self._forward is not None:
                 self._forward(event_type, body)
-            elif self._watches:
+            elif self._holding:
                 self._held.append((event_type, body))
             return
         binding = Binding.from_body(body)
