@@ -13,7 +13,7 @@ import kubernetes
 
 from . import __version__
 from .aws.accounts import RefreshFailureLog
-from .bindings.standby import WarmStandby
+from .bindings.watch import BindingWatch
 from .handlers import NoErrorThatIsNone, QuietWatchLog, SayOnce, build_registry
 from .kube import admission, leader
 from .kube.bookwatch import BookWatch
@@ -57,8 +57,8 @@ async def run_operator(settings: Settings) -> None:
         return admitting is None or (watch.book_if_known is not None and not admitting.done())  # type: ignore[union-attr]
 
     server = await metrics.serve(collected, settings.metrics_address, ready) if settings.metrics_address else None
-    standby = WarmStandby(load_api_client(), settings.namespaces, settings.region) if settings.leader_elect else None
-    registry = build_registry(settings, collected, standby)
+    watch = BindingWatch(load_api_client(), settings.namespaces, settings.region)
+    registry = build_registry(settings, collected, watch)
 
     async def operate() -> None:
         await kopf.operator(
@@ -74,23 +74,22 @@ async def run_operator(settings: Settings) -> None:
             timing = leader.Timing(settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds)
             elector = leader.Elector(kubernetes.client.CoordinationV1Api(load_api_client()), settings.leader_election_namespace,
                                      leader.identity(), timing, collected)
-            await leader.run_elected(elector, operate, settings.liveness_endpoint, lambda: stand_by(standby, collected))
+            await leader.run_elected(elector, operate, settings.liveness_endpoint, lambda: stand_by(watch, collected))
         else:
             collected.leading(True)  # the only replica: it always reconciles
             await operate()
     finally:
-        if standby is not None:
-            standby.stop()  # a standby stopped before it led
+        watch.stop()  # a standby's, stopped before it led
         if admitting is not None:
             admitting.cancel()
         if server is not None:
             await server.cleanup()
 
 
-def stand_by(standby: WarmStandby, collected: metrics.Metrics) -> None:
+def stand_by(watch: BindingWatch, collected: metrics.Metrics) -> None:
     """Another replica leads: know its bindings meanwhile (``ipo_bindings`` counts them)."""
-    standby.start()
-    collected.known = standby.registry
+    watch.stand_by()
+    collected.known = watch.registry
 
 
 async def serve_admission(settings: Settings, watch: BookWatch) -> None:

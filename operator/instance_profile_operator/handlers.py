@@ -1,6 +1,8 @@
-"""The kopf wiring: watch events feed the controller; the finalizer runs its deletion.
+"""The kopf wiring: the operator's lifecycle, the watches of sets, policies, namespaces and CRDs.
 
-kopf owns the watch (list, watch, reconnects), the finalizer and the operator's lifecycle.
+The bindings are not kopf's: their watch (``BindingWatch``) feeds the controller, which adds and
+runs their finalizer itself (``Lifecycle``). kopf keeps per-object memory and a worker for every
+object of a kind it serves, which at 10,000 bindings outweighed the bindings themselves.
 Reconciliation runs in the controller's own work queue rather than in kopf's per-change
 handlers, so that one batched observer can feed every binding and a binding's retries follow
 its own capped backoff.
@@ -17,10 +19,9 @@ from .aws.accounts import Accounts
 from .aws.ec2 import Ec2Gateway
 from .aws.ratelimit import RateLimiter
 from .bindings.controller import Controller
-from .bindings.finalizer import RetryLater
-from .bindings.standby import WarmStandby
+from .bindings.watch import BindingWatch
 from .bindings.uninstall import SET_CHILDREN, Uninstaller
-from .core.api import CRD_NAME, FINALIZER, GROUP, PLURAL, POLICY_PLURAL, SET_CRD_NAME, SET_LABEL, SET_PLURAL, VERSION
+from .core.api import CRD_NAME, GROUP, POLICY_PLURAL, SET_CRD_NAME, SET_PLURAL, VERSION
 from .core.tenancy import Tenancy
 from .kube.writer import KubeWriter, load_api_client
 from .runtime.metrics import Metrics
@@ -28,10 +29,8 @@ from .sets.controller import SetController
 from .settings import Settings
 
 
-WATCH_HANDLER = "watch"
-LISTING_CHUNK = 500
-SET_HANDLER, CHILD_HANDLER = "set", "set-child"
-QUIET_HANDLERS = (WATCH_HANDLER, SET_HANDLER, CHILD_HANDLER, "crd", "policy", "namespace")
+SET_HANDLER = "set"
+QUIET_HANDLERS = (SET_HANDLER, "crd", "policy", "namespace")
 
 
 class QuietWatchLog(logging.Filter):
@@ -72,35 +71,14 @@ class NoErrorThatIsNone(logging.Filter):
         record.msg, record.args = message, ()
 
 
-class NoDiffBase(kopf.DiffBaseStorage):
-    """Keeps no last-handled state: with no creation, update or resume handlers (the watch feeds
-    the controller, which compares for itself), kopf has no change to detect, and a binding is
-    spared the metadata write that would record it."""
-
-    def fetch(self, *, body: kopf.Body) -> None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        pass
-
-
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    settings.persistence.finalizer = FINALIZER
-    # In status, which tenants who may edit a binding (its metadata included) cannot write: kopf's
-    # progress annotations were theirs to forge, and a malformed one stalled the finalizer.
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.enabled = False  # the controller records aggregated Events of its own
     settings.scanning.disabled = False  # watch CRDs: stop serving when ours goes, resume when it is back
     settings.watching.server_timeout = 300
-    settings.queueing.idle_timeout = 1.0  # kopf's worker per object, and the event it holds, go after 1 s idle, not 5
     settings.watching.client_timeout = 330
-    # The start-up listing in pages, each handed to the per-object workers before the next is read,
-    # rather than 10,000 bindings' bodies (managedFields included) parsed and held at once.
-    settings.watching.chunk_size = LISTING_CHUNK
 
 
-def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | None = None) -> kopf.OperatorRegistry:
+def build_registry(config: Settings, metrics: Metrics, watch: BindingWatch) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
@@ -122,31 +100,31 @@ def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | No
         gateway = Ec2Gateway(max_concurrency=config.aws_concurrency, max_attempts=config.aws_max_attempts, limiter=limiter,
                              accounts=Accounts(region=config.region), account_of=tenancy.account_of, metrics=metrics)
         holder["tenancy"] = tenancy
-        known = standby.hand_over() if standby is not None else None
+        known = watch.hand_over()
         holder["controller"] = controller = Controller(config, gateway, writer, tenancy, metrics=metrics, registry=known)
         metrics.attach(controller)
-        holder["sets"] = SetController(config, gateway, writer, tenancy)
-        await holder["sets"].start()
+        holder["sets"] = sets = SetController(config, gateway, writer, tenancy)
+        await sets.start()
         holder["uninstallers"] = {u.uninstalled.crd_name: u for u in (  # by the name of the CRD each one watches
             Uninstaller(controller.finalizer.releases, config.namespaces, controller.forget_all),
-            Uninstaller(controller.finalizer.releases, config.namespaces, holder["sets"].forget_all, uninstalled=SET_CHILDREN))}
+            Uninstaller(controller.finalizer.releases, config.namespaces, sets.forget_all, uninstalled=SET_CHILDREN))}
         await controller.start()
         if known is not None:
             controller.take_over()
-            standby.forward(controller.after_takeover)  # until kopf's own watch begins
+
+        def watched(event_type: str | None, body: dict[str, Any]) -> None:  # a binding, maybe a set's child
+            controller.on_event(event_type, body)
+            sets.on_child(event_type, body)
+
+        watch.forward(watched)
 
     @kopf.on.cleanup(id="stop-controller", registry=registry)
     async def stop(**_: Any) -> None:
+        watch.stop()
         for uninstaller in holder["uninstallers"].values():
             await uninstaller.stop()
         await holder["sets"].stop()
         await holder["controller"].stop()
-
-    @kopf.on.event(GROUP, VERSION, PLURAL, id=WATCH_HANDLER, registry=registry)
-    async def watched(type: str | None, body: kopf.Body, **_: Any) -> None:  # async: on the loop, not a thread
-        if type is not None and standby is not None and standby.forwarding:
-            standby.stop()  # kopf's listing has ended: its watch delivers from here on
-        holder["controller"].on_event(type, body)
 
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="crd", registry=registry,
                    when=lambda name, **_: name in (CRD_NAME, SET_CRD_NAME))
@@ -166,21 +144,9 @@ def build_registry(config: Settings, metrics: Metrics, standby: WarmStandby | No
             holder["controller"].requeue_namespaces(namespaces)
             holder["sets"].requeue_namespaces(namespaces)
 
-    # InstanceProfileBindingSets: the sets, and their children (bindings labelled with a set's name).
     @kopf.on.event(GROUP, VERSION, SET_PLURAL, id=SET_HANDLER, registry=registry)
     async def set_watched(type: str | None, body: kopf.Body, **_: Any) -> None:
         holder["sets"].on_set(type, body)
-
-    @kopf.on.event(GROUP, VERSION, PLURAL, id=CHILD_HANDLER, registry=registry, labels={SET_LABEL: kopf.PRESENT})
-    async def child_watched(type: str | None, body: kopf.Body, **_: Any) -> None:
-        holder["sets"].on_child(type, body)
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)
-    async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
-        try:
-            await holder["controller"].finalizer.finalize(body, retry)
-        except RetryLater as later:
-            raise kopf.TemporaryError(str(later), delay=later.delay) from None
 
     @kopf.on.probe(id="bindings", registry=registry)
     def bindings(**_: Any) -> int:

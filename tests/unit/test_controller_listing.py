@@ -36,6 +36,25 @@ class DescribingGateway:
         pass
 
 
+class FinalizingWriter:
+    """Adds and removes the finalizer as the API server would; records whose."""
+
+    def __init__(self) -> None:
+        self.finalized: list[str] = []
+        self.removed: list[str] = []
+        self.bodies: dict[tuple[str, str], dict] = {}
+
+    async def add_finalizer(self, binding: Binding, seen=None) -> Binding:
+        self.finalized.append(binding.name)
+        return dataclasses.replace(binding, finalized=True)
+
+    async def binding_body(self, namespace: str, name: str) -> dict | None:
+        return self.bodies.get((namespace, name))
+
+    async def remove_finalizer(self, binding: Binding) -> None:
+        self.removed.append(binding.name)
+
+
 def binding(n: int, namespace: str = "team") -> dict:
     """A binding reconciled before the restart: its status records an association."""
     return {"metadata": {"namespace": namespace, "name": f"b-{n}", "uid": f"u-{n}", "generation": 1, "finalizers": [FINALIZER]},
@@ -61,22 +80,23 @@ async def test_listed_bindings_are_described_together_then_queued_with_what_was_
 
 
 def created(n: int, namespace: str = "team") -> dict:
-    """A binding just created: kopf has not added the finalizer yet, nothing is recorded."""
+    """A binding just created: the controller has not added the finalizer yet, nothing is recorded."""
     body = binding(n, namespace)
     return {**body, "metadata": {**body["metadata"], "finalizers": []}, "status": {}}
 
 
-async def test_a_burst_of_watched_new_bindings_is_looked_up_together_then_queued_once():
-    gateway = DescribingGateway()
-    controller = Controller(Settings(region="us-east-1"), gateway, SimpleNamespace(), Tenancy(enforcing=False))
+async def test_a_burst_of_watched_new_bindings_gets_the_finalizer_then_is_looked_up_together_and_queued_once():
+    gateway, writer = DescribingGateway(), FinalizingWriter()
+    controller = Controller(Settings(region="us-east-1"), gateway, writer, Tenancy(enforcing=False))
     for n in range(450):
         controller.on_event("ADDED", created(n))
-    for n in range(450):  # kopf's finalizer arrives while they are looked up: no second queueing, no lookup of its own
-        controller.on_event("MODIFIED", binding(n))
     assert len(controller.queue) == 0
     await asyncio.wait_for(queued(controller, 450), TIMEOUT)
+    assert sorted(writer.finalized) == sorted(f"b-{n}" for n in range(450))  # one write each, before any lookup
     assert gateway.describes == [450]  # one lookup for the burst (the gateway sends 200 instances per request)
-    assert len(controller.queue) == 450
+    for n in range(450):  # the watch brings each finalizer written: nothing new to do
+        controller.on_event("MODIFIED", binding(n))
+    assert len(controller.queue) == 450 and len(writer.finalized) == 450
     found = await controller.observer.association(Target("us-east-1", "i-0007"))
     assert found is not None and found.association_id == "iip-i-0007" and gateway.describes == [450]
 
@@ -97,7 +117,7 @@ async def test_new_bindings_no_policy_admits_cost_no_lookup():
     gateway = DescribingGateway()
     book = PolicyBook()
     book.on_namespace(None, {"metadata": {"name": "intruder", "labels": {}}})
-    controller = Controller(Settings(region="us-east-1"), gateway, SimpleNamespace(), Tenancy(enforcing=True, book=book))
+    controller = Controller(Settings(region="us-east-1"), gateway, FinalizingWriter(), Tenancy(enforcing=True, book=book))
     for n in range(20):
         controller.on_event("ADDED", created(n, namespace="intruder"))
     await asyncio.wait_for(queued(controller, 20), TIMEOUT)  # queued all the same: their reconciles say they are denied
@@ -141,21 +161,10 @@ def known_on_standby(bodies: list[dict]) -> Registry:
     return registry
 
 
-class FinalizingWriter:
-    """Adds the finalizer as the API server would; records whose."""
-
-    def __init__(self) -> None:
-        self.finalized: list[str] = []
-
-    async def add_finalizer(self, binding: Binding) -> Binding:
-        self.finalized.append(binding.name)
-        return dataclasses.replace(binding, finalized=True)
-
-
-async def test_a_takeover_describes_what_the_standby_knew_at_once_and_kopfs_listing_adds_no_work():
+async def test_a_takeover_describes_what_the_standby_knew_at_once_and_its_watch_going_on_adds_no_work():
     gateway, writer = DescribingGateway(), FinalizingWriter()
     settled = [ready(binding(n), f"iip-i-{n:04d}") for n in range(300)]
-    new = created(300)  # created while this replica stood by: no finalizer yet, and kopf's listing may reach it last
+    new = created(300)  # created while this replica stood by: no finalizer yet
     controller = Controller(Settings(region="us-east-1", workers=2), gateway, writer, Tenancy(enforcing=False),
                             registry=known_on_standby([*settled, new]))
     controller.take_over()
@@ -164,54 +173,50 @@ async def test_a_takeover_describes_what_the_standby_knew_at_once_and_kopfs_list
     assert sorted(gateway.describes) == [1, 300]  # one batched pass, and the new binding's own lookup
     assert await asyncio.wait_for(take(controller), TIMEOUT) == ("team", "b-300")  # the one that needs work first
     assert controller.registry.get(("team", "b-300")).finalized
-    for body in [*settled, binding(300)]:  # kopf's listing, once it comes, finds nothing changed
-        controller.on_event(None, body)
+    for body in [*settled, binding(300)]:  # the watch goes on: what it brings of them changes nothing
+        controller.on_event("MODIFIED", body)
     assert not any(controller.intake.holds(key) for key in controller.registry.keys())  # nothing to describe again
     assert len(controller.queue) == 300 and sorted(gateway.describes) == [1, 300]
 
 
-async def test_the_first_resync_after_a_takeover_forgets_what_kopf_did_not_list():
-    gateway = DescribingGateway()
-    gone, kept = ready(binding(1), "iip-i-0001"), ready(binding(2), "iip-i-0002")
-    controller = Controller(Settings(region="us-east-1"), gateway, SimpleNamespace(), Tenancy(enforcing=False),
-                            registry=known_on_standby([gone, kept]))
-    controller.take_over()
-    controller.on_event(None, kept)  # kopf lists only this one: the other was deleted during the handover
-    await controller.resync()
-    assert controller.registry.keys() == [("team", "b-2")]
-    await controller.resync()  # a binding kopf delivers later is known again
-    controller.on_event("ADDED", gone)
-    assert set(controller.registry.keys()) == {("team", "b-1"), ("team", "b-2")}
-
-
-async def test_after_a_takeover_a_listed_binding_the_standby_never_saw_gets_its_finalizer_at_once():
+async def test_a_takeover_runs_the_deletion_of_a_binding_deleted_while_no_replica_led():
     gateway, writer = DescribingGateway(), FinalizingWriter()
+    deleted = {**binding(2), "metadata": {**binding(2)["metadata"], "deletionTimestamp": "2026-12-02T00:00:00Z"}}
     controller = Controller(Settings(region="us-east-1"), gateway, writer, Tenancy(enforcing=False),
-                            registry=known_on_standby([ready(binding(1), "iip-i-0001")]))
+                            registry=known_on_standby([ready(binding(1), "iip-i-0001"), deleted]))
+    finalized: list[str] = []
+
+    async def finalize(body, retry):
+        finalized.append(body["metadata"]["name"])
+    writer.bodies = {("team", "b-2"): deleted}
+    controller.finalizer.finalize = finalize
     controller.take_over()
-    controller.on_event(None, ready(binding(1), "iip-i-0001"))
-    controller.on_event(None, created(2))  # created as the Lease changed hands: kopf's listing may reach it last
-    await asyncio.wait_for(queued(controller, 2), TIMEOUT)
-    assert writer.finalized == ["b-2"] and controller.registry.get(("team", "b-2")).finalized
+    await asyncio.wait_for(until(lambda: writer.removed == ["b-2"]), TIMEOUT)
+    assert finalized == ["b-2"] and writer.finalized == []
 
 
-async def test_a_restart_leaves_the_finalizers_of_listed_bindings_to_kopf():
+async def until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def test_listed_bindings_without_the_finalizer_get_it_from_the_controller_one_write_each():
     gateway, writer = DescribingGateway(), FinalizingWriter()
     controller = Controller(Settings(region="us-east-1"), gateway, writer, Tenancy(enforcing=False))
-    for n in range(3):  # a first install over existing bindings, say: kopf adds each finalizer once
+    for n in range(3):  # a first install over existing bindings, say
         controller.on_event(None, created(n))
-    await asyncio.wait_for(queued(controller, 3), TIMEOUT)
-    assert writer.finalized == []
+    controller.on_event(None, binding(3))  # finalized before the restart
+    await asyncio.wait_for(queued(controller, 4), TIMEOUT)
+    assert sorted(writer.finalized) == ["b-0", "b-1", "b-2"]
+    assert all(controller.registry.get(("team", f"b-{n}")).finalized for n in range(4))
 
 
-async def test_a_binding_created_as_the_lease_changed_hands_is_acted_on_from_the_standbys_watch():
+async def test_a_binding_created_as_the_lease_changed_hands_is_acted_on_from_the_watch():
     gateway, writer = DescribingGateway(), FinalizingWriter()
     controller = Controller(Settings(region="us-east-1"), gateway, writer, Tenancy(enforcing=False),
                             registry=known_on_standby([ready(binding(1), "iip-i-0001")]))
     controller.take_over()
-    controller.after_takeover("ADDED", created(2))  # before kopf's listing ends, which may bring it last
-    controller.after_takeover("ADDED", ready(binding(1), "iip-i-0001"))  # known: kopf's events bring the rest
-    controller.after_takeover("MODIFIED", created(3))
+    controller.on_event("ADDED", created(2))  # held by the watch during the handover, then passed on
+    controller.on_event("MODIFIED", ready(binding(1), "iip-i-0001"))  # known: nothing to do
     await asyncio.wait_for(queued(controller, 2), TIMEOUT)
     assert writer.finalized == ["b-2"] and controller.registry.get(("team", "b-2")).finalized
-    assert controller.registry.get(("team", "b-3")) is None

@@ -46,7 +46,7 @@ class PlacesGateway:
 
 def binding(name: str, role_arn: str = "") -> dict:
     """A binding whose status records the association it made and the account it acts in."""
-    return {"metadata": {"namespace": "team", "name": name, "uid": f"u-{name}", "generation": 1},
+    return {"metadata": {"namespace": "team", "name": name, "uid": f"u-{name}", "generation": 1, "finalizers": [FINALIZER]},
             "spec": {"instanceId": f"i-{name}", "iamInstanceProfile": {"name": "web"}},
             "status": {"associationId": f"iip-i-{name}", **({"roleArn": role_arn} if role_arn else {})}}
 
@@ -131,9 +131,7 @@ async def test_a_reconciles_ec2_calls_take_its_namespaces_turn():
             return await super().describe_associations(region, instance_ids, account)
 
     gateway = Recording()
-    body = binding("own")
-    body["metadata"]["finalizers"] = [FINALIZER]
-    controller = controller_with(gateway, body)
+    controller = controller_with(gateway, binding("own"))
     await controller.start()
     try:
         while not gateway.tenants:

@@ -95,7 +95,7 @@ def test_namespace_and_all_namespaces_exclude_each_other(monkeypatch):
 def test_quiet_watch_log_drops_only_the_per_event_success_line():
     quiet = QuietWatchLog()
     record = lambda text: logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, text, None, None)  # noqa: E731
-    assert not quiet.filter(record("Handler 'watch' succeeded."))
+    assert not quiet.filter(record("Handler 'set' succeeded."))
     assert quiet.filter(record("Handler 'finalize' succeeded."))
     assert quiet.filter(record("Handler 'watch' failed with an exception and will try again in 1 seconds: boom"))
 

@@ -38,6 +38,7 @@ from .bulk import BulkDescriber
 from .finalizer import Finalizer
 from .gate import Gate
 from .intake import Intake
+from .lifecycle import Lifecycle, Seen
 from .outcomes import Outcomes, Step
 from .registry import Key, Registry
 
@@ -73,10 +74,9 @@ class Controller:
         self.finalizer = Finalizer(settings, self.observer, gateway, writer, self._locks, self.outcomes, self._publish)
         self.bulk = BulkDescriber(self.registry, self.observer, self.queue, self.outcomes, self.metrics)
         self.intake = Intake(self.registry, tenancy, self.observer, self.bulk, self.queue)
+        self.lifecycle = Lifecycle(settings, writer, self.finalizer, self.registry, self.intake)
         self._crashes: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
-        self._unlisted: set[Key] = set()  # known on standby, not listed by kopf since the takeover
-        self._took_over = False  # this replica's registry came from its standby
         self.resyncs = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -87,42 +87,17 @@ class Controller:
 
     def take_over(self) -> None:
         """Reconcile at once what this replica knew on standby: one batched describe of every known
-        binding's instance, those that need work queued first; a binding created while no replica
-        led gets its finalizer from this replica at once (kopf's listing may reach it last) and a
-        lookup of its own. A binding deleted while the watches changed hands is not in kopf's
-        listing: the first resync forgets what kopf has not listed."""
+        binding's instance, those that need work queued first; a binding created or deleted while
+        no replica led gets its finalizer added or handled."""
         keys = self.registry.keys()
-        self._unlisted, self._took_over = set(keys), True
-        unfinalized = {key for key in keys if _awaits_finalizer(self.registry.get(key))}
-        for key in unfinalized:
-            self._finalize_soon(key)
-        self.intake.known([key for key in keys if key not in unfinalized])
-
-    def after_takeover(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """An event of the standby's watch, which goes on until kopf's own watch begins: a binding
-        created as the Lease changed hands gets its finalizer and its lookup at once, not after
-        kopf's listing; kopf's events bring everything else."""
-        binding = Binding.from_body(body)
-        if event_type == "ADDED" and self.registry.get(binding.key) is None and _awaits_finalizer(binding):
-            self.registry.upsert(binding)
-            self._finalize_soon(binding.key)
-
-    def _finalize_soon(self, key: Key) -> None:
-        self.intake.hold(key)
-        self.bulk.in_background(self._finalize_then_add(key), "adding the finalizer")
-
-    async def _finalize_then_add(self, key: Key) -> None:
-        try:
-            binding = self.registry.get(key)
-            finalized = await self.writer.add_finalizer(binding) if binding is not None and not binding.finalized else None
-            if finalized is not None and self.registry.get(key) is not None:
-                self.registry.upsert(finalized)
-        finally:  # added or not (gone, or changed meanwhile: kopf adds it), it is looked up and queued
-            self.intake.added(key)
+        for key in keys:
+            self._follow_lifecycle(self.registry.get(key))
+        self.intake.known([key for key in keys if not self.intake.holds(key)])
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await self.lifecycle.stop()
         self.intake.stop()
         self.bulk.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -132,24 +107,36 @@ class Controller:
     # -- intake --------------------------------------------------------------------------
 
     def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """Feed one watch event (None: the initial listing)."""
+        """Feed one event of the bindings' watch (None: listed)."""
         binding = Binding.from_body(body)
-        self._unlisted.discard(binding.key)
         if event_type == "DELETED":
+            self.lifecycle.forget(binding.key)
             for key in self._forget(binding.key):
                 self.queue.add(key, priority=Priority.USER)  # the next in line takes the instance over
+            return
+        new = self.registry.get(binding.key) is None
+        changed = self.registry.upsert(binding)
+        meta = body["metadata"]
+        seen = (meta.get("resourceVersion", ""), tuple(meta.get("finalizers") or ()))
+        if self._follow_lifecycle(binding, seen) or not changed or self.intake.holds(binding.key):
+            return  # the finalizer's to add or run, its status alone changed, or intake queues it once looked up
+        if event_type is None:  # listed (start-up): described in bulk first, not 16 at a time by the workers
+            self.intake.listed(binding.key)
+        elif new:  # one of a burst, maybe: looked up with the others first
+            self.intake.added(binding.key)
         else:
-            new = self.registry.get(binding.key) is None
-            if not self.registry.upsert(binding) or self.intake.holds(binding.key):
-                return  # its status alone changed, or intake queues it once looked up
-            if event_type is None and new and self._took_over and _awaits_finalizer(binding):
-                self._finalize_soon(binding.key)  # created as this replica took over: kopf's listing may reach it last
-            elif event_type is None:  # listed (start-up): described in bulk first, not 16 at a time by the workers
-                self.intake.listed(binding.key)
-            elif new:  # one of a burst, maybe: looked up with the others first
-                self.intake.added(binding.key)
-            else:
-                self.queue.add(binding.key, priority=Priority.USER)
+            self.queue.add(binding.key, priority=Priority.USER)
+
+    def _follow_lifecycle(self, binding: Binding, seen: Seen | None = None) -> bool:
+        """Add the finalizer, or handle the deletion, if the binding needs it; whether it did."""
+        if binding.deleting:
+            if binding.finalized:
+                self.lifecycle.delete(binding.key)
+            return True
+        if not binding.finalized:
+            self.lifecycle.add(binding.key, seen)
+            return True
+        return False
 
     def requeue_namespaces(self, namespaces: set[str]) -> None:
         """Re-evaluate the bindings of ``namespaces`` (a policy or a namespace's labels changed)."""
@@ -177,10 +164,6 @@ class Controller:
     async def resync(self) -> None:
         """Describe every bound instance in one batched pass per account and region, then
         reconcile every binding that is not waiting out a failure backoff."""
-        for key in self._unlisted:  # deleted during the takeover: kopf never listed it
-            for contender in self._forget(key):
-                self.queue.add(contender, priority=Priority.USER)
-        self._unlisted = set()
         self.gateway.retain(self.registry.instances_by_place())  # clients and rate-limit buckets of places nobody names go
         await self.bulk.describe_then_queue(self.registry.keys(), Priority.BACKGROUND)
         self.resyncs += 1
@@ -337,7 +320,3 @@ class Controller:
             self.registry.remember_status(binding.key, new)
         return True
 
-
-def _awaits_finalizer(binding: Binding) -> bool:
-    """Not deleted, and without the operator's finalizer yet: nothing may touch EC2 for it."""
-    return not binding.finalized and not binding.deleting

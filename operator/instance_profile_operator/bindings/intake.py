@@ -14,7 +14,7 @@ accounts, costs no EC2 call here (its reconcile decides). Then:
   queued before the confirmation of the others.
 
 Either way its reconcile finds the association observed. A binding intake holds is queued by
-intake, not by its next watch event (kopf's finalizer, most often), so it is looked up once.
+intake, not by its next watch event (its finalizer's, most often), so it is looked up once.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ def _names(policies: Iterable[Policy]) -> str:
 
 def _settled(allowing: list[Policy], everyone: list[Policy]) -> Verdict:
     accounts: dict[Account, list[Policy]] = {}
-    for policy in allowing:
+    for policy in sorted(allowing, key=lambda policy: policy.name):  # messages name the same policy whatever the order
         accounts.setdefault(policy.account, []).append(policy)
     if len(accounts) > 1:
         (first, one), (second, other) = sorted(accounts.items(), key=lambda item: _account_order(item[0]))[:2]

@@ -1,4 +1,4 @@
-"""Writes to the Kubernetes API that kopf does not make for us: status and Events.
+"""The operator's reads and writes of bindings and Events: status, the finalizer, Events.
 
 The official client is synchronous; like the EC2 gateway, calls run on a small thread pool.
 Events are aggregated the way client-go's recorder does it: a repeat of the same reason and
@@ -28,6 +28,7 @@ from ..core.model import Binding
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
+CHANGED = (409, 422)  # a JSON patch's test failed: the object changed since the version tested
 
 
 class KubeConfigMissing(Exception):
@@ -99,13 +100,17 @@ class KubeWriter:
 
     async def binding(self, namespace: str, name: str) -> Binding | None:
         """The binding as the API server has it now; None if it is gone."""
+        body = await self.binding_body(namespace, name)
+        return Binding.from_body(body) if body is not None else None
+
+    async def binding_body(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The binding's whole body as the API server has it now; None if it is gone."""
         try:
-            body = await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+            return await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return Binding.from_body(body)
 
     async def list_policies(self) -> list[dict[str, Any]]:
         """Every InstanceProfilePolicy; none while their CRD is not installed."""
@@ -142,51 +147,56 @@ class KubeWriter:
                                      label_selector=label_selector))["items"]
         return [b for b in map(Binding.from_body, found) if b.finalized]
 
-    async def add_finalizer(self, binding: Binding) -> Binding | None:
-        """Put the operator's finalizer on ``binding`` as the API server has it now, keeping any
-        other; the binding with it, or None if it is gone, being deleted or changed meanwhile
-        (kopf's own pass adds it then)."""
+    async def add_finalizer(self, binding: Binding, seen: tuple[str, tuple[str, ...]] | None = None) -> Binding | None:
+        """Put the operator's finalizer on ``binding``, keeping any other; the binding with it, or None
+        if it is gone, being deleted or created anew. ``seen``, the resource version and finalizers a
+        watch event showed, spares reading the binding first unless it changed since. None too if it
+        changed between the read and the write (the caller looks again)."""
+        if seen is not None:
+            try:
+                body = await self._patch_finalizers(binding, *seen, add=True)
+                return Binding.from_body(body) if body is not None else None
+            except ApiException as error:
+                if error.status not in CHANGED:
+                    raise
+        body = await self.binding_body(binding.namespace, binding.name)
+        meta = (body or {}).get("metadata", {})
+        if body is None or meta.get("uid") != binding.uid or meta.get("deletionTimestamp"):
+            return None
+        finalizers = tuple(meta.get("finalizers") or ())
+        if FINALIZER not in finalizers:
+            try:
+                body = await self._patch_finalizers(binding, meta["resourceVersion"], finalizers, add=True)
+            except ApiException as error:
+                if error.status in CHANGED:
+                    return None
+                raise
+        return Binding.from_body(body) if body is not None else None
+
+    async def remove_finalizer(self, binding: Binding) -> None:
+        """Drop the operator's finalizer, whatever else holds the binding; gone already, or created
+        anew (another UID), is fine. Raises ApiException if it changed between the read and the write."""
+        body = await self.binding_body(binding.namespace, binding.name)
+        meta = (body or {}).get("metadata", {})
+        finalizers = tuple(meta.get("finalizers") or ())
+        if body is not None and meta.get("uid") == binding.uid and FINALIZER in finalizers:
+            await self._patch_finalizers(binding, meta["resourceVersion"], finalizers, add=False)
+
+    async def _patch_finalizers(self, binding: Binding, version: str, finalizers: tuple[str, ...], add: bool) -> dict[str, Any] | None:
+        """Set the finalizers to ``finalizers`` with ours added or taken out, if the binding is still
+        at ``version`` (a JSON patch's test); the body written, None if the binding is gone."""
+        mine = [*finalizers, FINALIZER] if add else [f for f in finalizers if f != FINALIZER]
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+            {"op": "add", "path": "/metadata/finalizers", "value": mine},  # "add" sets a member that exists
+        ]
         try:
-            body = await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL, binding.name)
+            return await self._run(self._custom.patch_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL,
+                                   binding.name, patch, _content_type="application/json-patch+json")
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        meta = body["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if meta.get("uid") != binding.uid or meta.get("deletionTimestamp"):
-            return None
-        if FINALIZER in finalizers:
-            return Binding.from_body(body)
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-            {"op": "add", "path": "/metadata/finalizers", "value": [*finalizers, FINALIZER]},
-        ]
-        try:
-            body = await self._run(self._custom.patch_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL,
-                                   binding.name, patch, _content_type="application/json-patch+json")
-        except ApiException as error:
-            if error.status in (404, 409, 422):  # gone, or changed since the read (the test failed)
-                return None
-            raise
-        return Binding.from_body(body)
-
-    async def remove_finalizer(self, binding: Binding) -> None:
-        """Drop the operator's finalizer, whatever else holds the binding; gone already is fine."""
-        body = await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL, binding.name)
-        finalizers = body["metadata"].get("finalizers") or []
-        if FINALIZER not in finalizers:
-            return
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": body["metadata"]["resourceVersion"]},
-            {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != FINALIZER]},
-        ]
-        try:
-            await self._run(self._custom.patch_namespaced_custom_object, GROUP, VERSION, binding.namespace, PLURAL,
-                            binding.name, patch, _content_type="application/json-patch+json")
-        except ApiException as error:
-            if error.status != 404:
-                raise
 
     async def create_binding(self, body: dict[str, Any]) -> None:
         """Create a binding (a set's child); one that exists already is left to the next pass."""

@@ -37,9 +37,11 @@ class SetIndex:
         return key
 
     def on_child(self, event_type: str | None, body: Mapping[str, Any]) -> SetKey | None:
-        """Record a binding labelled with a set's name; the set's key, None for other bindings."""
+        """Record a binding labelled with a set's name; the set's key, None for other bindings. (A
+        deletion seen only by a binding's absence from a listing comes with its name alone.)"""
         meta = body["metadata"]
-        set_name = (meta.get("labels") or {}).get(SET_LABEL)
+        set_name = (meta.get("labels") or {}).get(SET_LABEL) or (
+            self._set_of(meta["namespace"], meta["name"]) if event_type == "DELETED" else None)
         if not set_name:
             return None
         key = (meta["namespace"], set_name)
@@ -54,6 +56,9 @@ class SetIndex:
                 generation=int(meta.get("generation", 0)), deleting=bool(meta.get("deletionTimestamp")),
                 spec=body.get("spec") or {}, status=body.get("status") or {})
         return key
+
+    def _set_of(self, namespace: str, child: str) -> str | None:
+        return next((name for (ns, name), children in self._children.items() if ns == namespace and child in children), None)
 
     def children(self, key: SetKey, owner_uid: str) -> list[ChildRecord]:
         """The set's children: labelled with its name and controlled by this set (its UID)."""

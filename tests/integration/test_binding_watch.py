@@ -1,4 +1,5 @@
-"""A warm standby's knowledge of the bindings: listed in pages, then kept by a watch, until it hands the registry over."""
+"""The bindings' watch: on standby, listed in pages and kept in a registry, read-only; handed over
+with the Lease, then feeding the leader's controller without listing again."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from instance_profile_operator.bindings.standby import WarmStandby
+from instance_profile_operator.bindings.watch import BindingWatch
 from instance_profile_operator.kube import listwatch
 
 from ..support.kube import Bindings, create_namespace, manifest
@@ -39,8 +40,8 @@ def test_the_standby_knows_the_bindings_until_it_hands_them_over(api_client, crd
     for n in range(5):
         bindings.create(manifest(f"b-{n}", f"i-{n:017x}"))
     elsewhere.create(manifest("not-ours", "i-00000000000000099"))
-    standby = WarmStandby(api_client, (namespace,), "us-east-1")
-    on(loop, standby.start)
+    standby = BindingWatch(api_client, (namespace,), "us-east-1")
+    on(loop, standby.stand_by)
 
     def known() -> set[str]:
         return {name for _, name in on(loop, standby.registry.keys)}
@@ -62,13 +63,26 @@ def test_the_standby_knows_the_bindings_until_it_hands_them_over(api_client, crd
     bindings.delete("b-2")
     wait_for(lambda: on(loop, lambda: list(forwarded)) == [("ADDED", "after"), ("DELETED", "b-2")],
              what="the standby's watch passing what it sees to the new leader")
-    assert "after" not in known() and "b-2" in known()  # from the handover on, kopf's watch feeds the registry
-    on(loop, standby.stop)  # kopf's watch has begun
-    bindings.create(manifest("later", "i-00000000000000012"))
+    assert "after" not in known() and "b-2" in known()  # from the handover on, the controller keeps its registry
+    bindings.create(manifest("later", "i-00000000000000012"))  # the same watch goes on: nothing listed again
+    wait_for(lambda: on(loop, lambda: list(forwarded))[2:] == [("ADDED", "later")], what="the watch going on")
+    on(loop, standby.stop)  # the operator stops
+    bindings.create(manifest("after-stop", "i-00000000000000013"))
     watching = f"watch-bindings-{namespace}"
     wait_for(lambda: all(t.name != watching for t in threading.enumerate()), what="the watch to end at its next event")
-    assert [name for _, name in on(loop, lambda: list(forwarded))] == ["after", "b-2"]
+    assert [name for _, name in on(loop, lambda: list(forwarded))] == ["after", "b-2", "later"]
 
 
-def test_a_replica_that_never_stood_by_hands_over_nothing(api_client, crd, loop):
-    assert on(loop, WarmStandby(api_client, (), "us-east-1").hand_over) is None
+def test_a_replica_that_never_stood_by_hands_over_nothing_and_watches_once_it_leads(api_client, crd, loop):
+    namespace = create_namespace(api_client)
+    bindings = Bindings(api_client, namespace)
+    bindings.create(manifest("old", "i-00000000000000001"))
+    watch = BindingWatch(api_client, (namespace,), "us-east-1")
+    assert on(loop, watch.hand_over) is None
+    forwarded: list[tuple[str | None, str]] = []
+    on(loop, lambda: watch.forward(lambda event_type, body: forwarded.append((event_type, body["metadata"]["name"]))))
+    wait_for(lambda: on(loop, lambda: list(forwarded)) == [(None, "old")], what="the listing, passed on as listed")
+    bindings.create(manifest("new", "i-00000000000000002"))
+    wait_for(lambda: on(loop, lambda: list(forwarded))[1:] == [("ADDED", "new")], what="then the watch")
+    assert len(watch.registry) == 0  # the controller's to keep
+    on(loop, watch.stop)
