@@ -57,8 +57,8 @@ async def run_operator(settings: Settings) -> None:
         return admitting is None or (watch.book_if_known is not None and not admitting.done())  # type: ignore[union-attr]
 
     server = await metrics.serve(collected, settings.metrics_address, ready) if settings.metrics_address else None
-    watch = BindingWatch(load_api_client(), settings.namespaces, settings.region)
-    registry = build_registry(settings, collected, watch)
+    bindings = BindingWatch(load_api_client(), settings.namespaces, settings.region)
+    registry = build_registry(settings, collected, bindings)
 
     async def operate() -> None:
         await kopf.operator(
@@ -74,12 +74,12 @@ async def run_operator(settings: Settings) -> None:
             timing = leader.Timing(settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds)
             elector = leader.Elector(kubernetes.client.CoordinationV1Api(load_api_client()), settings.leader_election_namespace,
                                      leader.identity(), timing, collected)
-            await leader.run_elected(elector, operate, settings.liveness_endpoint, lambda: stand_by(watch, collected))
+            await leader.run_elected(elector, operate, settings.liveness_endpoint, lambda: stand_by(bindings, collected))
         else:
             collected.leading(True)  # the only replica: it always reconciles
             await operate()
     finally:
-        watch.stop()  # a standby's, stopped before it led
+        bindings.stop()  # a standby's, stopped before it led
         if admitting is not None:
             admitting.cancel()
         if server is not None:

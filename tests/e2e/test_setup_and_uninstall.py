@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from instance_profile_operator.core.membership import child_name
+from instance_profile_operator.kube.listwatch import UNSERVED
 
 from ..support.kube import REPO, Bindings, kubectl, manifest
 from ..support.waiting import wait_for
@@ -17,7 +18,6 @@ from .test_sets import Sets, sets, tagged, unique_tag  # noqa: F401 (fixture)
 BINDINGS_CRD = "crd/instanceprofilebindings.ec2.instanceprofiles.dev"
 SETS_CRD = "crd/instanceprofilebindingsets.ec2.instanceprofiles.dev"
 BINDINGS_CRD_FILE, SETS_CRD_FILE = (str(REPO / "crds" / f) for f in ("instanceprofilebinding.yaml", "instanceprofilebindingset.yaml"))
-UNSERVED = "Unresolved resources cannot be served"
 
 
 def remove_finalizers_by_hand(devenv, keep_namespace: str | None = None) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 WATCH_SECONDS = 300  # the API server ends each watch by then; it is resumed from where it was
 PAGE = 500
+UNSERVED = "the resource is not served"
 
 Post = Callable[[str | None, dict[str, Any]], Any]  # (None for listed, or the watch event's type; the body)
 
@@ -71,15 +72,24 @@ class ListWatch:
         def post(event_type: str | None, body: dict[str, Any]) -> None:
             on_loop(self._post, event_type, body)
 
+        unserved = False
         while not self._stop.is_set():
             try:
                 if resource_version is None:
                     known, resource_version = self._list(known, post)
                     on_loop(setattr, self, "listed", True)  # after what was listed
+                    if unserved:
+                        log.info("listing %s: served again", self.kind)
+                        unserved = False
                 resource_version = self._watch(known, resource_version, post)
             except ApiException as error:
                 resource_version = None
-                (log.debug if error.status in (404, 410) else log.warning)("listing %s: %s %s", self.kind, error.status, error.reason)
+                if error.status == 404 and not unserved:  # said once an outage
+                    log.warning("listing %s: %s; is its CustomResourceDefinition installed? Listing again every %.0f s",
+                                self.kind, UNSERVED, RETRY_SECONDS)
+                    unserved = True
+                elif error.status not in (404, 410):
+                    log.warning("listing %s: %s %s", self.kind, error.status, error.reason)
                 self._stop.wait(RETRY_SECONDS)
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 resource_version = None
