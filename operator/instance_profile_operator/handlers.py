@@ -23,7 +23,7 @@ from .bindings.watch import BindingWatch
 from .bindings.uninstall import SET_CHILDREN, Uninstaller
 from .core.api import CRD_NAME, GROUP, POLICY_PLURAL, SET_CRD_NAME, SET_PLURAL, VERSION
 from .core.tenancy import Tenancy
-from .kube.writer import KubeWriter, load_api_client
+from .kube.writer import WRITERS, KubeWriter, load_api_client
 from .runtime.metrics import Metrics
 from .sets.controller import SetController
 from .settings import Settings
@@ -89,7 +89,7 @@ def build_registry(config: Settings, metrics: Metrics, watch: BindingWatch) -> k
     @kopf.on.startup(id="start-controller", registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
-        writer = KubeWriter(load_api_client())
+        writer = KubeWriter(load_api_client(connections=WRITERS))
         tenancy = Tenancy(config.enforcing)
         if config.enforcing:  # know every policy and namespace before the first binding is judged
             for body in await writer.list_policies():

@@ -4,8 +4,9 @@ Workers take binding keys from a work queue. Each reconcile asks the ``gate`` wh
 the binding may act and whether it owns the instance, observes (batched), asks the decision core
 for the one next action, performs it, and publishes what ``outcomes`` makes of it: status,
 Events, and when to look again (soon while EC2 settles, after a capped, jittered backoff when
-something failed, or at the next resync when in sync). Deletion is ``finalizer``'s, serialized
-with the reconcile of the same binding, and decided by what it recorded (``custody``).
+something failed, or at the next resync when in sync). The finalizer is ``lifecycle``'s to add
+before anything touches EC2 and to run; deletion is ``finalizer``'s, serialized with the
+reconcile of the same binding, and decided by what it recorded (``custody``).
 """
 
 from __future__ import annotations

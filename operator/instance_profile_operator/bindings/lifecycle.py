@@ -25,7 +25,7 @@ from .registry import Key, Registry
 log = logging.getLogger(__name__)
 
 
-ADDERS = 8  # finalizers added at once: as many as the writer's threads
+ADDERS = 8  # finalizers added at once: half the writer's threads, the rest for status
 
 Seen = tuple[str, tuple[str, ...]]  # a binding's resource version and finalizers, as a watch event showed them
 
