@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable, TypeVar
 
@@ -23,4 +24,12 @@ def wait_for(probe: Callable[[], T], timeout: float = 20.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """On an event loop: wait until ``condition()`` is truthy (the timeout is reached only when a test fails)."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(poll(), timeout)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from instance_profile_operator.core.api import FINALIZER
 from instance_profile_operator.bindings.controller import Controller
 from instance_profile_operator.core.model import Association, AssociationState
 from instance_profile_operator.settings import Settings
 from instance_profile_operator.core.tenancy import Tenancy
+
+from ..support.waiting import until
 
 TIMEOUT = 5.0  # real seconds: reached only when a test fails
 ARN = "arn:aws:iam::123456789012:instance-profile/web"
@@ -57,11 +57,6 @@ def reason(status: dict | None) -> str | None:
     return next((c["reason"] for c in (status or {}).get("conditions", []) if c["type"] == "Ready"), None)
 
 
-async def until(check) -> None:
-    while not check():
-        await asyncio.sleep(0.01)
-
-
 async def test_an_unclassified_exception_shows_as_internal_error_and_the_operator_goes_on():
     writer, gateway = Writer(), Gateway()
     settings = Settings(region="us-east-1", retry_base_seconds=0.01, retry_max_seconds=0.05)
@@ -70,14 +65,14 @@ async def test_an_unclassified_exception_shows_as_internal_error_and_the_operato
     try:
         controller.on_event("ADDED", binding("broken", "eu-west-1"))
         controller.on_event("ADDED", binding("fine", "us-east-1"))
-        await asyncio.wait_for(until(lambda: reason(writer.statuses.get(("team", "fine"))) == "Associated"
-                                     and reason(writer.statuses.get(("team", "broken"))) == "InternalError"), TIMEOUT)
+        await until(lambda: reason(writer.statuses.get(("team", "fine"))) == "Associated"
+                    and reason(writer.statuses.get(("team", "broken"))) == "InternalError", TIMEOUT)
         broken = writer.statuses["team", "broken"]
         [ready] = [c for c in broken["conditions"] if c["type"] == "Ready"]
         assert ready["status"] == "False"
         assert ready["message"].startswith("RuntimeError: unforeseen: the model changed under us; retrying with backoff")
         calls = gateway.calls
-        await asyncio.wait_for(until(lambda: gateway.calls >= calls + 2), TIMEOUT)  # retried, with backoff
+        await until(lambda: gateway.calls >= calls + 2, TIMEOUT)  # retried, with backoff
         assert writer.events.count((("team", "broken"), "InternalError")) == 1  # said once, not at each retry
         assert all(not task.done() for task in controller._tasks)  # every worker still at work
     finally:

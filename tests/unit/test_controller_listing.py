@@ -15,6 +15,8 @@ from instance_profile_operator.core.policybook import PolicyBook
 from instance_profile_operator.settings import Settings
 from instance_profile_operator.core.tenancy import Tenancy
 
+from ..support.waiting import until
+
 TIMEOUT = 5.0  # real seconds: reached only when a test fails
 ARN = "arn:aws:iam::123456789012:instance-profile/web"
 
@@ -191,13 +193,8 @@ async def test_a_takeover_runs_the_deletion_of_a_binding_deleted_while_no_replic
     writer.bodies = {("team", "b-2"): deleted}
     controller.finalizer.finalize = finalize
     controller.take_over()
-    await asyncio.wait_for(until(lambda: writer.removed == ["b-2"]), TIMEOUT)
+    await until(lambda: writer.removed == ["b-2"], TIMEOUT)
     assert finalized == ["b-2"] and writer.finalized == []
-
-
-async def until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
 
 
 async def test_listed_bindings_without_the_finalizer_get_it_from_the_controller_one_write_each():

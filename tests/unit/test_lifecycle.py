@@ -15,7 +15,8 @@ from instance_profile_operator.core.api import FINALIZER
 from instance_profile_operator.core.model import Binding
 from instance_profile_operator.settings import Settings
 
-TIMEOUT = 5.0  # real seconds: reached only when a test fails
+from ..support.waiting import until
+
 KEY = ("team", "web")
 SETTINGS = Settings(region="us-east-1", retry_base_seconds=0.01, retry_max_seconds=0.02)
 
@@ -86,19 +87,15 @@ class Intake:
         self.held.discard(key)
         self.released.append(key)
 
+    def drop(self, key) -> None:
+        self.held.discard(key)
+
 
 def make(writer: Writer, known: dict | None, finalizer: Finalizer | None = None) -> tuple[Lifecycle, Registry, Intake]:
     registry, intake = Registry("us-east-1"), Intake()
     if known is not None:
         registry.upsert(Binding.from_body(known))
     return Lifecycle(SETTINGS, writer, finalizer or Finalizer(), registry, intake), registry, intake  # type: ignore[arg-type]
-
-
-async def until(condition) -> None:
-    async def wait() -> None:
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(wait(), TIMEOUT)
 
 
 async def test_the_finalizer_is_added_once_then_intake_looks_the_binding_up():
@@ -137,10 +134,20 @@ async def test_adding_stops_for_a_binding_gone_or_being_deleted_meanwhile():
     writer = Writer(refusals=1000)
     life, registry, intake = make(writer, body(finalized=False))
     life.add(KEY)
-    await asyncio.sleep(0.05)
+    await until(lambda: len(writer.seen) >= 2)  # refused, then tried again
     registry.upsert(Binding.from_body(body(finalized=False, deleting=True)))  # what the watch brings
     await until(lambda: intake.released == [KEY])
     assert writer.added == 0
+
+
+async def test_a_binding_gone_while_awaiting_the_finalizer_is_let_go_unqueued():
+    writer = Writer(refusals=1000)
+    life, _, intake = make(writer, body(finalized=False))
+    life.add(KEY)
+    await until(lambda: len(writer.seen) >= 1)
+    life.forget(KEY)
+    assert intake.held == set() and intake.released == []  # nothing to look up or reconcile
+    await life.stop()
 
 
 async def test_a_deletion_runs_once_however_many_events_then_the_finalizer_comes_off():
@@ -175,8 +182,7 @@ async def test_forgetting_a_binding_ends_its_deletion():
     life, _, _ = make(writer, None, finalizer=finalizer)
     life.delete(KEY)
     await until(lambda: len(finalizer.retries) >= 2)
+    deletion = life._deleting[KEY]
     life.forget(KEY)
-    await asyncio.sleep(0.05)
-    tried = len(finalizer.retries)
-    await asyncio.sleep(0.05)
-    assert len(finalizer.retries) == tried and writer.removed == 0
+    await asyncio.gather(deletion, return_exceptions=True)
+    assert deletion.cancelled() and writer.removed == 0 and not life._deleting

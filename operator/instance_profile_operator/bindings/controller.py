@@ -39,7 +39,7 @@ from .bulk import BulkDescriber
 from .finalizer import Finalizer
 from .gate import Gate
 from .intake import Intake
-from .lifecycle import Lifecycle, Seen
+from .lifecycle import Lifecycle
 from .outcomes import Outcomes, Step
 from .registry import Key, Registry
 
@@ -117,9 +117,7 @@ class Controller:
             return
         new = self.registry.get(binding.key) is None
         changed = self.registry.upsert(binding)
-        meta = body["metadata"]
-        seen = (meta.get("resourceVersion", ""), tuple(meta.get("finalizers") or ()))
-        if self._follow_lifecycle(binding, seen) or not changed or self.intake.holds(binding.key):
+        if self._follow_lifecycle(binding, body["metadata"]) or not changed or self.intake.holds(binding.key):
             return  # the finalizer's to add or run, its status alone changed, or intake queues it once looked up
         if event_type is None:  # listed (start-up): described in bulk first, not 16 at a time by the workers
             self.intake.listed(binding.key)
@@ -128,13 +126,15 @@ class Controller:
         else:
             self.queue.add(binding.key, priority=Priority.USER)
 
-    def _follow_lifecycle(self, binding: Binding, seen: Seen | None = None) -> bool:
-        """Add the finalizer, or handle the deletion, if the binding needs it; whether it did."""
+    def _follow_lifecycle(self, binding: Binding, metadata: Mapping[str, Any] | None = None) -> bool:
+        """Add the finalizer, or handle the deletion, if the binding needs it; whether it did.
+        ``metadata``, as the watch event showed it, spares adding the finalizer a read."""
         if binding.deleting:
             if binding.finalized:
                 self.lifecycle.delete(binding.key)
             return True
         if not binding.finalized:
+            seen = (metadata.get("resourceVersion", ""), tuple(metadata.get("finalizers") or ())) if metadata else None
             self.lifecycle.add(binding.key, seen)
             return True
         return False

@@ -55,6 +55,10 @@ class Intake:
         """Hold ``key`` until ``added`` (a binding known on standby, its finalizer on its way)."""
         self._held.add(key)
 
+    def drop(self, key: Key) -> None:
+        """Let ``key`` go unqueued (a binding gone while held)."""
+        self._held.discard(key)
+
     def added(self, key: Key) -> None:
         """A binding new to this replica, watched: looked up ahead of its reconcile."""
         self._held.add(key)

@@ -67,7 +67,8 @@ class Lifecycle:
         """The binding is gone: nothing more to do for it."""
         if key in self._awaiting:
             del self._awaiting[key]
-            self._done_adding(key)
+            self._attempts.pop(key, None)
+            self._intake.drop(key)
         task = self._deleting.pop(key, None)
         if task is not None:
             task.cancel()

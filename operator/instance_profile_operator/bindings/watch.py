@@ -91,5 +91,5 @@ class BindingWatch:
                 self.registry.remove(binding.key)
             else:
                 self.registry.upsert(binding)
-        elif self._started:  # handed over, not forwarded yet
+        else:  # handed over, not forwarded yet
             self._held.append((event_type, body))
